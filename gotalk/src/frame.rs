@@ -1,0 +1,783 @@
+//! Protocol messages and their headers: parse and encode, pure functions over bytes.
+//!
+//! Every gotalk message is an ASCII header, optionally followed by a payload whose size the header
+//! states. This module knows the header layout of each message type (see the protocol grammar in
+//! the crate docs); [`crate::codec`] builds incremental decoding on top of it.
+
+use std::fmt;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ProtocolErrorCode;
+
+/// The protocol version this crate speaks, sent as two hex digits (`01`) when a connection opens.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Longest operation or notification name the wire format can carry (`text3Size` is 3 hex digits).
+pub const MAX_NAME_LEN: usize = 0xfff;
+
+/// Longest header of any message: `r` + id + name size + name + payload size.
+pub const MAX_HEADER_LEN: usize = 1 + 4 + 3 + MAX_NAME_LEN + 8;
+
+/// Largest heartbeat `load` value (`hexUInt4`).
+pub const HEARTBEAT_MAX_LOAD: u16 = 0xffff;
+
+/// The type byte that starts every message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MsgType {
+    /// `r`: a request with a single payload.
+    SingleRequest = b'r',
+    /// `s`: the start of a streaming request, carrying its first part.
+    StreamRequest = b's',
+    /// `p`: a further part of a streaming request; an empty part ends the stream.
+    StreamRequestPart = b'p',
+    /// `R`: a result with a single payload.
+    SingleResult = b'R',
+    /// `S`: one part of a streaming result; an empty part ends it.
+    StreamResult = b'S',
+    /// `E`: the request was faulty (the requestor's fault); do not retry as-is.
+    ErrorResult = b'E',
+    /// `e`: the responder could not serve the request now; retry after `wait` milliseconds.
+    RetryResult = b'e',
+    /// `n`: a one-way notification.
+    Notification = b'n',
+    /// `h`: a heartbeat carrying the sender's load and time.
+    Heartbeat = b'h',
+    /// `f`: a protocol error; the sender closes the connection.
+    ProtocolError = b'f',
+}
+
+impl MsgType {
+    /// The message type for a type byte, if it is one.
+    pub fn from_byte(b: u8) -> Option<MsgType> {
+        Some(match b {
+            b'r' => MsgType::SingleRequest,
+            b's' => MsgType::StreamRequest,
+            b'p' => MsgType::StreamRequestPart,
+            b'R' => MsgType::SingleResult,
+            b'S' => MsgType::StreamResult,
+            b'E' => MsgType::ErrorResult,
+            b'e' => MsgType::RetryResult,
+            b'n' => MsgType::Notification,
+            b'h' => MsgType::Heartbeat,
+            b'f' => MsgType::ProtocolError,
+            _ => return None,
+        })
+    }
+
+    /// The type byte as it appears on the wire.
+    pub fn as_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether this message type carries a request ID.
+    pub fn has_id(self) -> bool {
+        !matches!(
+            self,
+            MsgType::Notification | MsgType::Heartbeat | MsgType::ProtocolError
+        )
+    }
+
+    /// Whether this message type is followed by a payload.
+    pub fn has_payload(self) -> bool {
+        !matches!(self, MsgType::Heartbeat | MsgType::ProtocolError)
+    }
+
+    /// Whether this message type answers a request (`R S E e`).
+    pub fn is_result(self) -> bool {
+        matches!(
+            self,
+            MsgType::SingleResult
+                | MsgType::StreamResult
+                | MsgType::ErrorResult
+                | MsgType::RetryResult
+        )
+    }
+}
+
+/// The 4 bytes that tie a result to its request.
+///
+/// IDs are opaque: any 4 bytes are valid and are echoed unchanged. The reference Go client sends a
+/// little-endian binary counter, gotalk.js ASCII base 36; this crate sends printable base-62 IDs
+/// (see [`RequestId::from_counter`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RequestId(pub [u8; 4]);
+
+const BASE62: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// How many distinct printable IDs [`RequestId::from_counter`] produces before it repeats.
+pub const PRINTABLE_ID_SPACE: u32 = 62 * 62 * 62 * 62;
+
+impl RequestId {
+    /// A printable ID for counter value `n` (taken modulo [`PRINTABLE_ID_SPACE`]): four base-62
+    /// digits, `0000`, `0001`, … `ZZZZ`.
+    pub fn from_counter(n: u32) -> RequestId {
+        let mut n = n % PRINTABLE_ID_SPACE;
+        let mut id = [b'0'; 4];
+        for slot in id.iter_mut().rev() {
+            *slot = BASE62[(n % 62) as usize];
+            n /= 62;
+        }
+        RequestId(id)
+    }
+
+    /// The 4 bytes as one integer, for use as a map key.
+    pub fn as_u32(self) -> u32 {
+        u32::from_be_bytes(self.0)
+    }
+
+    /// The ID's bytes.
+    pub fn as_bytes(&self) -> &[u8; 4] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId(\"{self}\")")
+    }
+}
+
+impl fmt::Display for RequestId {
+    /// Printable bytes as they are, anything else as `\xNN`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in &self.0 {
+            if b.is_ascii_graphic() || b == b' ' {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An operation or notification name: UTF-8 text of at most [`MAX_NAME_LEN`] bytes.
+///
+/// Backed by [`Bytes`], so a name decoded from the wire shares the read buffer instead of being
+/// copied into a new allocation.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Name(Bytes);
+
+/// A name that cannot be sent: longer than [`MAX_NAME_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name is {0} bytes long; gotalk names are at most 4095 bytes")]
+pub struct NameTooLong(pub usize);
+
+impl Name {
+    /// A name from a string, checked for length.
+    pub fn new(s: &str) -> Result<Name, NameTooLong> {
+        Name::from_bytes_checked(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// A name from a `'static` string without copying it.
+    pub fn from_static(s: &'static str) -> Result<Name, NameTooLong> {
+        Name::from_bytes_checked(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn from_bytes_checked(b: Bytes) -> Result<Name, NameTooLong> {
+        if b.len() > MAX_NAME_LEN {
+            return Err(NameTooLong(b.len()));
+        }
+        Ok(Name(b))
+    }
+
+    /// Wraps bytes already known to be UTF-8 and short enough.
+    fn from_utf8_unchecked_len(b: Bytes) -> Name {
+        debug_assert!(std::str::from_utf8(&b).is_ok() && b.len() <= MAX_NAME_LEN);
+        Name(b)
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        // Every constructor guarantees UTF-8; the check is cheap for short names and keeps the
+        // crate free of `unsafe`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the name is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = NameTooLong;
+    fn try_from(s: &str) -> Result<Name, NameTooLong> {
+        Name::new(s)
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = NameTooLong;
+    fn try_from(s: String) -> Result<Name, NameTooLong> {
+        Name::from_bytes_checked(Bytes::from(s))
+    }
+}
+
+/// One protocol message, payload included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// `r`: request `op` with a single payload.
+    SingleRequest {
+        /// Request ID chosen by the requestor.
+        id: RequestId,
+        /// Operation name.
+        op: Name,
+        /// Request payload.
+        payload: Bytes,
+    },
+    /// `s`: start of a streaming request; `payload` is its first part.
+    StreamRequest {
+        /// Request ID chosen by the requestor.
+        id: RequestId,
+        /// Operation name.
+        op: Name,
+        /// First part of the request.
+        payload: Bytes,
+    },
+    /// `p`: a further part of streaming request `id`; empty ends the stream.
+    StreamRequestPart {
+        /// ID of the streaming request.
+        id: RequestId,
+        /// Part payload; empty means end of stream.
+        payload: Bytes,
+    },
+    /// `R`: the single result of request `id`.
+    SingleResult {
+        /// ID of the answered request.
+        id: RequestId,
+        /// Result payload.
+        payload: Bytes,
+    },
+    /// `S`: one part of the streaming result of request `id`; empty ends it.
+    StreamResult {
+        /// ID of the answered request.
+        id: RequestId,
+        /// Part payload; empty means end of stream.
+        payload: Bytes,
+    },
+    /// `E`: request `id` was faulty; `payload` is the error text.
+    ErrorResult {
+        /// ID of the answered request.
+        id: RequestId,
+        /// Error description (plain UTF-8 text from reference peers).
+        payload: Bytes,
+    },
+    /// `e`: request `id` may be retried after `wait_ms` milliseconds.
+    RetryResult {
+        /// ID of the answered request.
+        id: RequestId,
+        /// Milliseconds to wait before retrying; 0 means "at your convenience".
+        wait_ms: u32,
+        /// Reason text.
+        payload: Bytes,
+    },
+    /// `n`: notification `name`.
+    Notification {
+        /// Notification name.
+        name: Name,
+        /// Notification payload.
+        payload: Bytes,
+    },
+    /// `h`: heartbeat.
+    Heartbeat {
+        /// Sender's load, 0 (idle) to 0xffff (saturated).
+        load: u16,
+        /// Sender's clock, UNIX seconds (truncated to 32 bits).
+        time: u32,
+    },
+    /// `f`: protocol error; the connection is closing.
+    ProtocolError {
+        /// The error code.
+        code: ProtocolErrorCode,
+    },
+}
+
+static EMPTY: Bytes = Bytes::from_static(b"");
+
+impl Message {
+    /// The type byte of this message.
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Message::SingleRequest { .. } => MsgType::SingleRequest,
+            Message::StreamRequest { .. } => MsgType::StreamRequest,
+            Message::StreamRequestPart { .. } => MsgType::StreamRequestPart,
+            Message::SingleResult { .. } => MsgType::SingleResult,
+            Message::StreamResult { .. } => MsgType::StreamResult,
+            Message::ErrorResult { .. } => MsgType::ErrorResult,
+            Message::RetryResult { .. } => MsgType::RetryResult,
+            Message::Notification { .. } => MsgType::Notification,
+            Message::Heartbeat { .. } => MsgType::Heartbeat,
+            Message::ProtocolError { .. } => MsgType::ProtocolError,
+        }
+    }
+
+    /// The request ID, for the message types that carry one.
+    pub fn id(&self) -> Option<RequestId> {
+        match self {
+            Message::SingleRequest { id, .. }
+            | Message::StreamRequest { id, .. }
+            | Message::StreamRequestPart { id, .. }
+            | Message::SingleResult { id, .. }
+            | Message::StreamResult { id, .. }
+            | Message::ErrorResult { id, .. }
+            | Message::RetryResult { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The operation or notification name, for the message types that carry one.
+    pub fn name(&self) -> Option<&Name> {
+        match self {
+            Message::SingleRequest { op, .. } | Message::StreamRequest { op, .. } => Some(op),
+            Message::Notification { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The payload (empty for heartbeats and protocol errors).
+    pub fn payload(&self) -> &Bytes {
+        match self {
+            Message::SingleRequest { payload, .. }
+            | Message::StreamRequest { payload, .. }
+            | Message::StreamRequestPart { payload, .. }
+            | Message::SingleResult { payload, .. }
+            | Message::StreamResult { payload, .. }
+            | Message::ErrorResult { payload, .. }
+            | Message::RetryResult { payload, .. }
+            | Message::Notification { payload, .. } => payload,
+            Message::Heartbeat { .. } | Message::ProtocolError { .. } => &EMPTY,
+        }
+    }
+
+    /// Length of the encoded header (everything before the payload).
+    pub fn header_len(&self) -> usize {
+        header_len(self.msg_type(), self.name().map_or(0, Name::len))
+    }
+
+    /// Appends the header (not the payload) to `dst`.
+    ///
+    /// Payload sizes above `u32::MAX` cannot be expressed on the wire; callers enforce their own
+    /// (much smaller) payload limit before building a message.
+    pub fn encode_header(&self, dst: &mut BytesMut) {
+        let t = self.msg_type();
+        dst.reserve(self.header_len());
+        dst.put_u8(t.as_byte());
+        match self {
+            Message::Heartbeat { load, time } => {
+                put_hex(dst, u64::from(*load), 4);
+                put_hex(dst, u64::from(*time), 8);
+                return;
+            }
+            Message::ProtocolError { code } => {
+                put_hex(dst, u64::from(code.0), 8);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(id) = self.id() {
+            dst.put_slice(&id.0);
+        }
+        if let Some(name) = self.name() {
+            put_hex(dst, name.len() as u64, 3);
+            dst.put_slice(name.as_bytes());
+        }
+        if let Message::RetryResult { wait_ms, .. } = self {
+            put_hex(dst, u64::from(*wait_ms), 8);
+        }
+        let size = u32::try_from(self.payload().len()).unwrap_or(u32::MAX);
+        put_hex(dst, u64::from(size), 8);
+    }
+
+    /// Appends header and payload to `dst` (copies the payload; the connection writer avoids
+    /// that copy for large payloads by writing them as separate buffers).
+    pub fn encode(&self, dst: &mut BytesMut) {
+        self.encode_header(dst);
+        dst.extend_from_slice(self.payload());
+    }
+
+    /// The encoded message as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.header_len() + self.payload().len());
+        self.encode(&mut b);
+        b.freeze()
+    }
+}
+
+/// Header length of a message of type `t` whose name (if any) is `name_len` bytes.
+pub fn header_len(t: MsgType, name_len: usize) -> usize {
+    match t {
+        MsgType::SingleRequest | MsgType::StreamRequest => 1 + 4 + 3 + name_len + 8,
+        MsgType::StreamRequestPart
+        | MsgType::SingleResult
+        | MsgType::StreamResult
+        | MsgType::ErrorResult => 1 + 4 + 8,
+        MsgType::RetryResult => 1 + 4 + 8 + 8,
+        MsgType::Notification => 1 + 3 + name_len + 8,
+        MsgType::Heartbeat => 1 + 4 + 8,
+        MsgType::ProtocolError => 1 + 8,
+    }
+}
+
+/// Appends the two-hex-digit protocol version.
+pub fn encode_version(dst: &mut BytesMut, version: u8) {
+    put_hex(dst, u64::from(version), 2);
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(dst: &mut BytesMut, v: u64, digits: usize) {
+    let mut buf = [0u8; 16];
+    let out = &mut buf[..digits];
+    let mut v = v;
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+    dst.put_slice(out);
+}
+
+/// Parses `digits.len()` hex digits (either case). `None` if any byte is not a hex digit.
+pub fn parse_hex(digits: &[u8]) -> Option<u32> {
+    let mut v: u32 = 0;
+    for &c in digits {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u32::from(d);
+    }
+    Some(v)
+}
+
+/// Why bytes are not a valid message header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderError {
+    /// What is wrong, in words.
+    pub reason: &'static str,
+    /// Offset of the offending byte from the start of the header.
+    pub at: usize,
+}
+
+/// A header parsed from bytes, with the name as a range into those bytes so that the caller can
+/// slice it out of its buffer without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawHeader {
+    /// Message type.
+    pub msg_type: MsgType,
+    /// Request ID (all zero for types without one).
+    pub id: RequestId,
+    /// Byte range of the name within the parsed bytes (empty for types without one).
+    pub name: Range<usize>,
+    /// `wait` of a RetryResult, `load` of a heartbeat, `code` of a protocol error; else 0.
+    pub wait: u32,
+    /// Payload size (for a heartbeat: its `time`; 0 for a protocol error).
+    pub size: u32,
+    /// Total header length in bytes.
+    pub len: usize,
+}
+
+impl RawHeader {
+    /// Number of payload bytes that follow this header.
+    pub fn payload_len(&self) -> usize {
+        if self.msg_type.has_payload() {
+            self.size as usize
+        } else {
+            0
+        }
+    }
+}
+
+/// Parses the header at the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a header (nothing is consumed; call again with
+/// more bytes). Never panics and never allocates.
+pub fn parse_header(buf: &[u8]) -> Result<Option<RawHeader>, HeaderError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let Some(t) = MsgType::from_byte(first) else {
+        return Err(HeaderError {
+            reason: "unknown message type",
+            at: 0,
+        });
+    };
+    let hex = |range: Range<usize>, reason: &'static str| -> Result<u32, HeaderError> {
+        let digits = &buf[range.clone()];
+        parse_hex(digits).ok_or_else(|| {
+            let bad = digits
+                .iter()
+                .position(|c| !c.is_ascii_hexdigit())
+                .unwrap_or(0);
+            HeaderError {
+                reason,
+                at: range.start + bad,
+            }
+        })
+    };
+    // Validates the bytes available so far, so that garbage is reported as soon as it is seen
+    // rather than after a full header's worth of bytes arrived.
+    let have = buf.len();
+    let mut h = RawHeader {
+        msg_type: t,
+        id: RequestId::default(),
+        name: 0..0,
+        wait: 0,
+        size: 0,
+        len: 0,
+    };
+    let mut pos = 1;
+    match t {
+        MsgType::Heartbeat => {
+            if have < 13 {
+                return check_partial_hex(buf, 1, "heartbeat load and time must be hex");
+            }
+            h.wait = hex(1..5, "heartbeat load must be 4 hex digits")?;
+            h.size = hex(5..13, "heartbeat time must be 8 hex digits")?;
+            h.len = 13;
+            return Ok(Some(h));
+        }
+        MsgType::ProtocolError => {
+            if have < 9 {
+                return check_partial_hex(buf, 1, "protocol error code must be 8 hex digits");
+            }
+            h.wait = hex(1..9, "protocol error code must be 8 hex digits")?;
+            h.len = 9;
+            return Ok(Some(h));
+        }
+        _ => {}
+    }
+    if t.has_id() {
+        if have < pos + 4 {
+            return Ok(None);
+        }
+        h.id = RequestId([buf[1], buf[2], buf[3], buf[4]]);
+        pos += 4;
+    }
+    if matches!(
+        t,
+        MsgType::SingleRequest | MsgType::StreamRequest | MsgType::Notification
+    ) {
+        if have < pos + 3 {
+            return check_partial_hex(buf, pos, "name size must be 3 hex digits");
+        }
+        let n = hex(pos..pos + 3, "name size must be 3 hex digits")? as usize;
+        pos += 3;
+        if have < pos + n {
+            return Ok(None);
+        }
+        if std::str::from_utf8(&buf[pos..pos + n]).is_err() {
+            return Err(HeaderError {
+                reason: "name is not valid UTF-8",
+                at: pos,
+            });
+        }
+        h.name = pos..pos + n;
+        pos += n;
+    }
+    if t == MsgType::RetryResult {
+        if have < pos + 8 {
+            return check_partial_hex(buf, pos, "retry wait must be 8 hex digits");
+        }
+        h.wait = hex(pos..pos + 8, "retry wait must be 8 hex digits")?;
+        pos += 8;
+    }
+    if have < pos + 8 {
+        return check_partial_hex(buf, pos, "payload size must be 8 hex digits");
+    }
+    h.size = hex(pos..pos + 8, "payload size must be 8 hex digits")?;
+    h.len = pos + 8;
+    Ok(Some(h))
+}
+
+/// For an incomplete header: fail early if the hex digits seen so far from `from` are not hex.
+fn check_partial_hex(
+    buf: &[u8],
+    from: usize,
+    reason: &'static str,
+) -> Result<Option<RawHeader>, HeaderError> {
+    match buf
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|c| !c.is_ascii_hexdigit()))
+    {
+        Some(bad) => Err(HeaderError {
+            reason,
+            at: from + bad,
+        }),
+        None => Ok(None),
+    }
+}
+
+/// Builds a [`Message`] from a parsed header, the bytes holding the header (for the name) and the
+/// payload.
+pub fn message_from_parts(h: &RawHeader, header: &Bytes, payload: Bytes) -> Message {
+    let name = || Name::from_utf8_unchecked_len(header.slice(h.name.clone()));
+    let id = h.id;
+    match h.msg_type {
+        MsgType::SingleRequest => Message::SingleRequest {
+            id,
+            op: name(),
+            payload,
+        },
+        MsgType::StreamRequest => Message::StreamRequest {
+            id,
+            op: name(),
+            payload,
+        },
+        MsgType::StreamRequestPart => Message::StreamRequestPart { id, payload },
+        MsgType::SingleResult => Message::SingleResult { id, payload },
+        MsgType::StreamResult => Message::StreamResult { id, payload },
+        MsgType::ErrorResult => Message::ErrorResult { id, payload },
+        MsgType::RetryResult => Message::RetryResult {
+            id,
+            wait_ms: h.wait,
+            payload,
+        },
+        MsgType::Notification => Message::Notification {
+            name: name(),
+            payload,
+        },
+        MsgType::Heartbeat => Message::Heartbeat {
+            load: h.wait as u16,
+            time: h.size,
+        },
+        MsgType::ProtocolError => Message::ProtocolError {
+            code: ProtocolErrorCode(h.wait),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(m: &Message) -> Vec<u8> {
+        m.to_bytes().to_vec()
+    }
+
+    #[test]
+    fn encodes_the_seed_examples() {
+        let m = Message::SingleRequest {
+            id: RequestId(*b"0001"),
+            op: Name::new("echo").unwrap(),
+            payload: Bytes::from_static(br#"{"message":"Hello World"}"#),
+        };
+        assert_eq!(
+            enc(&m),
+            br#"r0001004echo00000019{"message":"Hello World"}"#.to_vec()
+        );
+        let m = Message::RetryResult {
+            id: RequestId(*b"0001"),
+            wait_ms: 5000,
+            payload: Bytes::from_static(br#""request rate limit""#),
+        };
+        assert_eq!(
+            enc(&m),
+            br#"e00010000138800000014"request rate limit""#.to_vec()
+        );
+        let m = Message::ProtocolError {
+            code: ProtocolErrorCode::UNSUPPORTED,
+        };
+        assert_eq!(enc(&m), b"f00000001".to_vec());
+        let m = Message::Heartbeat {
+            load: 0,
+            time: 0x6b069db4,
+        };
+        assert_eq!(enc(&m), b"h00006b069db4".to_vec());
+        let m = Message::Notification {
+            name: Name::new("ping").unwrap(),
+            payload: Bytes::from_static(br#"{"n":1}"#),
+        };
+        assert_eq!(enc(&m), br#"n004ping00000007{"n":1}"#.to_vec());
+    }
+
+    #[test]
+    fn parses_headers_of_every_type() {
+        let h = parse_header(b"r0001004echo00000019").unwrap().unwrap();
+        assert_eq!(h.msg_type, MsgType::SingleRequest);
+        assert_eq!(&h.id.0, b"0001");
+        assert_eq!(h.name, 8..12);
+        assert_eq!(h.size, 25);
+        assert_eq!(h.len, 20);
+        let h = parse_header(b"e000100001388000000141").unwrap().unwrap();
+        assert_eq!((h.wait, h.size, h.len), (5000, 20, 21));
+        let h = parse_header(b"h00016b069db4").unwrap().unwrap();
+        assert_eq!((h.wait, h.size), (1, 0x6b069db4));
+        let h = parse_header(b"f00000003").unwrap().unwrap();
+        assert_eq!(h.wait, 3);
+        let h = parse_header(b"p\0\0\0\0000000FF").unwrap().unwrap();
+        assert_eq!(h.size, 255);
+    }
+
+    #[test]
+    fn incomplete_headers_ask_for_more() {
+        let full = b"r0001004echo00000019";
+        for n in 0..full.len() {
+            assert_eq!(parse_header(&full[..n]), Ok(None), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_reported_with_position() {
+        assert_eq!(
+            parse_header(b"x1234").unwrap_err(),
+            HeaderError {
+                reason: "unknown message type",
+                at: 0
+            }
+        );
+        let e = parse_header(b"R0001000000zz").unwrap_err();
+        assert_eq!(e.at, 11);
+        // Reported before the whole header arrived.
+        let e = parse_header(b"r00010g").unwrap_err();
+        assert_eq!(e.at, 6);
+        let e = parse_header(b"n002\xff\xfe00000000").unwrap_err();
+        assert_eq!(e.reason, "name is not valid UTF-8");
+    }
+
+    #[test]
+    fn printable_ids() {
+        assert_eq!(&RequestId::from_counter(0).0, b"0000");
+        assert_eq!(&RequestId::from_counter(61).0, b"000Z");
+        assert_eq!(&RequestId::from_counter(62).0, b"0010");
+        assert_eq!(
+            RequestId::from_counter(PRINTABLE_ID_SPACE),
+            RequestId::from_counter(0)
+        );
+        assert_eq!(RequestId([0, 0, 0, 1]).to_string(), "\\x00\\x00\\x00\\x01");
+    }
+}
