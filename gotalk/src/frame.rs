@@ -739,7 +739,7 @@ mod tests {
         assert_eq!((h.wait, h.size), (1, 0x6b069db4));
         let h = parse_header(b"f00000003").unwrap().unwrap();
         assert_eq!(h.wait, 3);
-        let h = parse_header(b"p\0\0\0\0000000FF").unwrap().unwrap();
+        let h = parse_header(b"p\x00\x00\x00\x00000000FF").unwrap().unwrap();
         assert_eq!(h.size, 255);
     }
 

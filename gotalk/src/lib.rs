@@ -1,6 +1,104 @@
-//! gotalk: async bidirectional RPC over one connection (protocol v1).
+//! # gotalk
+//!
+//! Two programs — or a program and a web page — talking to each other as equals over one
+//! connection. Either side exposes operations and either side calls them; requests, streams,
+//! notifications and heartbeats share the connection without blocking each other.
+//!
+//! This crate speaks gotalk protocol version 1 byte for byte as the reference Go implementation
+//! and its browser library `gotalk.js` do.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use gotalk::{Config, Handlers, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct GreetIn { name: String }
+//! #[derive(Serialize, Deserialize)]
+//! struct GreetOut { greeting: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> gotalk::Result<()> {
+//! let mut handlers = Handlers::new();
+//! handlers.handle("greet", |input: GreetIn| async move {
+//!     Ok(GreetOut { greeting: format!("Hello {}", input.name) })
+//! });
+//! let server = Server::bind("127.0.0.1:0", Config::new().handlers(handlers)).await?;
+//!
+//! let sock = gotalk::connect(&server.local_addr().to_string()).await?;
+//! let out: GreetOut = sock.request("greet", &GreetIn { name: "Rasmus".into() }).await?;
+//! assert_eq!(out.greeting, "Hello Rasmus");
+//! sock.close();
+//! # Ok(()) }
+//! ```
+//!
+//! ## The protocol
+//!
+//! ```text
+//! conversation    = ProtocolVersion Message*
+//! SingleRequest   = "r" requestID operation payload
+//! StreamRequest   = "s" requestID operation payload StreamReqPart*
+//! StreamReqPart   = "p" requestID payload
+//! SingleResult    = "R" requestID payload
+//! StreamResult    = "S" requestID payload StreamResult*
+//! ErrorResult     = "E" requestID payload
+//! RetryResult     = "e" requestID wait payload
+//! Notification    = "n" name payload
+//! Heartbeat       = "h" load time
+//! ProtocolError   = "f" code
+//! ```
+//! Sizes, waits, codes, loads and times are fixed-width lowercase hex; request IDs are 4 opaque
+//! bytes; names carry a 3-hex-digit length. `r0001004echo00000005hello` is a request for `echo`.
+//!
+//! ## Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`frame`] | message types; header parse and encode — pure functions, no I/O |
+//! | [`codec`] | incremental decoder over `BytesMut`; the payload size limit is enforced here |
+//! | [`limits`] | every limit (payload size, requests, streams, timeouts, queues) and its checks |
+//! | `conn` | connection state without I/O: request IDs, pending requests, incoming streams |
+//! | [`handlers`] | the router: op/name → handler, fallback, JSON and raw handlers |
+//! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
+//! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
+//! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
+//! | [`transport`] | TCP, Unix sockets, in-memory [`pipe`]; [`connect`] |
+//! | [`addr`] | address parsing (`tcp://`, `unix://`) |
+//! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
+//!
+//! ## Differences from the reference, on purpose
+//! - Payloads larger than [`Limits::max_payload`] (16 MiB by default) are refused with an
+//!   ErrorResult before anything is allocated; the connection stays usable.
+//! - A peer speaking another protocol version gets ProtocolError 1 (`f00000001`), as the spec says.
+//! - A stream request ID reused after its stream ended is fine; a part for a stream that never
+//!   existed gets ProtocolError 2.
+//! - Request limits count per connection, so one peer cannot use up another's share.
+//! - Automatic retries are bounded ([`Config::auto_retry`]).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod addr;
 pub mod codec;
+mod conn;
 pub mod error;
 pub mod frame;
+pub mod handlers;
+pub mod limits;
+pub mod server;
+pub mod sock;
+pub mod stream;
+pub mod transport;
+
+pub use addr::Addr;
+pub use bytes::Bytes;
 pub use error::{CloseReason, Error, HandlerError, ProtocolErrorCode, Result, Side};
+pub use handlers::{
+    default_handlers, handle, handle_buffer, handle_buffer_notification, handle_notification,
+    handle_stream, Handlers,
+};
+pub use limits::Limits;
+pub use server::{Server, ServerOptions};
+pub use sock::{Config, Sock};
+pub use stream::{StreamReceiver, StreamSender};
+pub use transport::{connect, connect_with, pipe, pipe_with};

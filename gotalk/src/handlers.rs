@@ -1,0 +1,328 @@
+//! The router: operation and notification names mapped to handlers, with a fallback.
+//!
+//! A [`Handlers`] value is built before a connection starts and then shared read-only by every
+//! connection that uses it (an `Arc` snapshot), so finding a handler takes no lock.
+//!
+//! Handler kinds:
+//! - **JSON request handlers** ([`Handlers::handle`], [`Handlers::handle_with_sock`]): the payload
+//!   is decoded with serde into the input type and the output is encoded back. A payload that does
+//!   not decode is answered with ErrorResult `unexpected parameter type`, as the reference does.
+//! - **Buffer request handlers** ([`Handlers::handle_buffer`]): raw [`Bytes`] in and out.
+//! - **Stream request handlers** ([`Handlers::handle_stream`]): a [`StreamReceiver`] of request
+//!   parts in, a [`StreamSender`] of result parts out.
+//! - **Notification handlers** ([`Handlers::handle_notification`],
+//!   [`Handlers::handle_buffer_notification`]): plain (non-async) functions, run in the order the
+//!   notifications arrive, on the connection's reader. Spawn a task for slow work.
+//!
+//! Registering under the empty name `""` sets the fallback for names without a handler of their
+//! own. Requests with no handler at all are answered with ErrorResult `unknown operation "OP"`;
+//! notifications with no handler are dropped.
+//!
+//! A request handler that returns `Err` produces an ErrorResult with the error's message (or a
+//! RetryResult, see [`HandlerError::retry`]); one that panics fails only its own request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::HandlerError;
+use crate::frame::Name;
+use crate::sock::Sock;
+use crate::stream::{StreamReceiver, StreamSender};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A type-erased buffer request handler: `(sock, op, payload) -> result payload`.
+pub type BufferHandler =
+    dyn Fn(Sock, Name, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync;
+
+/// A type-erased stream request handler: `(sock, op, request parts, result parts)`.
+pub type StreamHandler = dyn Fn(Sock, Name, StreamReceiver, StreamSender) -> BoxFuture<Result<(), HandlerError>>
+    + Send
+    + Sync;
+
+/// A type-erased notification handler: `(sock, name, payload)`.
+pub type NotificationHandler = dyn Fn(&Sock, &str, Bytes) + Send + Sync;
+
+/// A request handler as stored in [`Handlers`].
+#[derive(Clone)]
+pub enum RequestHandler {
+    /// Handles single-payload requests (`r`).
+    Buffer(Arc<BufferHandler>),
+    /// Handles streaming requests (`s` + `p`...).
+    Stream(Arc<StreamHandler>),
+}
+
+impl fmt::Debug for RequestHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestHandler::Buffer(_) => "RequestHandler::Buffer",
+            RequestHandler::Stream(_) => "RequestHandler::Stream",
+        })
+    }
+}
+
+/// The payload text of the ErrorResult for a request whose JSON does not decode.
+pub const UNEXPECTED_PARAMETER_TYPE: &str = "unexpected parameter type";
+
+/// Operation and notification handlers. Cheap to clone.
+///
+/// ```
+/// use gotalk::{Handlers, HandlerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct GreetIn { name: String }
+/// #[derive(Serialize)]
+/// struct GreetOut { greeting: String }
+///
+/// let mut handlers = Handlers::new();
+/// handlers.handle("greet", |input: GreetIn| async move {
+///     Ok(GreetOut { greeting: format!("Hello {}", input.name) })
+/// });
+/// handlers.handle_buffer("echo", |_sock, _op, payload| async move { Ok(payload) });
+/// handlers.handle_notification("ping", |v: serde_json::Value| println!("ping {v}"));
+/// assert!(handlers.find_request("greet").is_some());
+/// assert!(handlers.find_request("nope").is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct Handlers {
+    requests: HashMap<String, RequestHandler>,
+    notifications: HashMap<String, Arc<NotificationHandler>>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ops: Vec<_> = self.requests.keys().collect();
+        ops.sort();
+        let mut notes: Vec<_> = self.notifications.keys().collect();
+        notes.sort();
+        f.debug_struct("Handlers")
+            .field("requests", &ops)
+            .field("notifications", &notes)
+            .finish()
+    }
+}
+
+fn decode_json<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
+    // An empty payload means "no parameters": let types that accept null (unit, Option) take it.
+    let input = if payload.is_empty() { b"null" } else { payload };
+    serde_json::from_slice(input).map_err(|_| HandlerError::msg(UNEXPECTED_PARAMETER_TYPE))
+}
+
+fn encode_json<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
+    serde_json::to_vec(out)
+        .map(Bytes::from)
+        .map_err(|e| HandlerError::msg(format!("failed to encode result: {e}")))
+}
+
+impl Handlers {
+    /// An empty set of handlers.
+    pub fn new() -> Handlers {
+        Handlers::default()
+    }
+
+    /// Handles operation `op` with JSON input and output.
+    pub fn handle<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handle_buffer(op, move |_sock, _op, payload| {
+            let f = f.clone();
+            async move {
+                let input = decode_json::<I>(&payload)?;
+                encode_json(&f(input).await?)
+            }
+        })
+    }
+
+    /// Handles operation `op` with JSON input and output; the handler also gets the calling
+    /// [`Sock`] (to call back into the peer, or to read its user data).
+    pub fn handle_with_sock<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(Sock, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handle_buffer(op, move |sock, _op, payload| {
+            let f = f.clone();
+            async move {
+                let input = decode_json::<I>(&payload)?;
+                encode_json(&f(sock, input).await?)
+            }
+        })
+    }
+
+    /// Handles operation `op` with raw payloads: `(sock, op, payload) -> payload`.
+    pub fn handle_buffer<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(Sock, Name, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let h: Arc<BufferHandler> = Arc::new(move |s, op, p| Box::pin(f(s, op, p)));
+        self.requests
+            .insert(op.to_owned(), RequestHandler::Buffer(h));
+        self
+    }
+
+    /// Handles streaming operation `op`: read request parts from the [`StreamReceiver`], write
+    /// result parts to the [`StreamSender`]. The result stream is ended when the handler returns
+    /// `Ok`; an `Err` is sent as an ErrorResult. Stream requests must also be enabled with
+    /// [`crate::Limits::stream_requests`].
+    pub fn handle_stream<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let h: Arc<StreamHandler> = Arc::new(move |s, op, rx, tx| Box::pin(f(s, op, rx, tx)));
+        self.requests
+            .insert(op.to_owned(), RequestHandler::Stream(h));
+        self
+    }
+
+    /// Handles notification `name` with a JSON payload. Payloads that do not decode are dropped
+    /// (and logged).
+    pub fn handle_notification<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        self.handle_notification_with_sock(name, move |_sock, v| f(v))
+    }
+
+    /// Handles notification `name` with a JSON payload; the handler also gets the [`Sock`].
+    pub fn handle_notification_with_sock<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(&Sock, T) + Send + Sync + 'static,
+    {
+        self.handle_buffer_notification(name, move |sock, name, payload| {
+            match decode_json::<T>(&payload) {
+                Ok(v) => f(sock, v),
+                Err(_) => tracing::warn!(name, "notification payload does not decode; dropped"),
+            }
+        })
+    }
+
+    /// Handles notification `name` with a raw payload: `(sock, name, payload)`.
+    pub fn handle_buffer_notification<F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(&Sock, &str, Bytes) + Send + Sync + 'static,
+    {
+        self.notifications.insert(name.to_owned(), Arc::new(f));
+        self
+    }
+
+    /// The handler for operation `op`, or the fallback (`""`) if `op` has none.
+    pub fn find_request(&self, op: &str) -> Option<&RequestHandler> {
+        self.requests.get(op).or_else(|| self.requests.get(""))
+    }
+
+    /// The handler for notification `name`, or the fallback (`""`) if `name` has none.
+    pub fn find_notification(&self, name: &str) -> Option<&Arc<NotificationHandler>> {
+        self.notifications
+            .get(name)
+            .or_else(|| self.notifications.get(""))
+    }
+
+    /// Adds every handler of `other`, replacing handlers of the same name.
+    pub fn merge(&mut self, other: &Handlers) -> &mut Self {
+        self.requests
+            .extend(other.requests.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.notifications.extend(
+            other
+                .notifications
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        self
+    }
+}
+
+fn defaults() -> &'static RwLock<Handlers> {
+    static DEFAULT: OnceLock<RwLock<Handlers>> = OnceLock::new();
+    DEFAULT.get_or_init(Default::default)
+}
+
+fn with_defaults(f: impl FnOnce(&mut Handlers)) {
+    let mut h = defaults().write().unwrap_or_else(|e| e.into_inner());
+    f(&mut h);
+}
+
+/// A snapshot of the process-wide default handlers, used by sockets and servers that are not
+/// given handlers of their own. Register defaults with [`handle`], [`handle_buffer`], ... before
+/// connecting or serving: each socket takes its snapshot when it opens.
+pub fn default_handlers() -> Arc<Handlers> {
+    Arc::new(defaults().read().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+/// Registers a JSON request handler in the default handlers (see [`Handlers::handle`]).
+pub fn handle<I, O, F, Fut>(op: &str, f: F)
+where
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+    F: Fn(I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+{
+    with_defaults(|h| {
+        h.handle(op, f);
+    })
+}
+
+/// Registers a buffer request handler in the default handlers (see [`Handlers::handle_buffer`]).
+pub fn handle_buffer<F, Fut>(op: &str, f: F)
+where
+    F: Fn(Sock, Name, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    with_defaults(|h| {
+        h.handle_buffer(op, f);
+    })
+}
+
+/// Registers a stream request handler in the default handlers (see [`Handlers::handle_stream`]).
+pub fn handle_stream<F, Fut>(op: &str, f: F)
+where
+    F: Fn(Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    with_defaults(|h| {
+        h.handle_stream(op, f);
+    })
+}
+
+/// Registers a JSON notification handler in the default handlers (see
+/// [`Handlers::handle_notification`]).
+pub fn handle_notification<T, F>(name: &str, f: F)
+where
+    T: DeserializeOwned,
+    F: Fn(T) + Send + Sync + 'static,
+{
+    with_defaults(|h| {
+        h.handle_notification(name, f);
+    })
+}
+
+/// Registers a raw notification handler in the default handlers (see
+/// [`Handlers::handle_buffer_notification`]).
+pub fn handle_buffer_notification<F>(name: &str, f: F)
+where
+    F: Fn(&Sock, &str, Bytes) + Send + Sync + 'static,
+{
+    with_defaults(|h| {
+        h.handle_buffer_notification(name, f);
+    })
+}

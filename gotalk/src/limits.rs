@@ -1,0 +1,261 @@
+//! Every limit a connection enforces, in one place, and the checks that apply them.
+//!
+//! | limit | default | enforced where | what the peer sees |
+//! |---|---|---|---|
+//! | [`max_payload`](Limits::max_payload) | 16 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
+//! | [`buffer_requests`](Limits::buffer_requests) | unlimited | on each `r`/`s` | RetryResult `request rate limit` |
+//! | [`stream_requests`](Limits::stream_requests) | 0 (disabled) | on each `s` | ErrorResult `stream requests not supported`, or RetryResult |
+//! | [`read_timeout`](Limits::read_timeout) | 30 s | reader, per message | ProtocolError 3 and close |
+//! | [`write_timeout`](Limits::write_timeout) | 30 s | writer | connection closed (peer does not read) |
+//! | [`write_queue`](Limits::write_queue) | 1024 messages | senders wait when full | back-pressure |
+//! | [`stream_queue`](Limits::stream_queue) | 32 parts | reader waits when full | back-pressure |
+//!
+//! Request limits count per connection, so one peer's flood never starves another peer.
+//!
+//! ```
+//! use std::time::Duration;
+//! use gotalk::Limits;
+//!
+//! let limits = Limits::default()
+//!     .buffer_requests(64)
+//!     .stream_requests(4)
+//!     .max_payload(1 << 20)
+//!     .read_timeout(Some(Duration::from_secs(10)))
+//!     .retry_wait(Duration::from_millis(100), Duration::from_secs(1));
+//! assert_eq!(limits.get_stream_requests(), 4);
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Default [`Limits::max_payload`]: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
+
+/// Resource limits for connections. Cheap to clone; see the [module docs](self) for the table of
+/// defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    max_payload: u32,
+    buffer_requests: u32,
+    stream_requests: u32,
+    retry_wait_min: Duration,
+    retry_wait_max: Duration,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    write_queue: usize,
+    stream_queue: usize,
+}
+
+impl Default for Limits {
+    /// Like the reference's `DefaultLimits`: buffer requests unlimited, stream requests disabled,
+    /// 30 s read timeout; plus a 16 MiB payload limit the reference lacks.
+    fn default() -> Limits {
+        Limits {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            buffer_requests: 0,
+            stream_requests: 0,
+            retry_wait_min: Duration::from_millis(500),
+            retry_wait_max: Duration::from_millis(5000),
+            read_timeout: Some(Duration::from_secs(30)),
+            write_timeout: Some(Duration::from_secs(30)),
+            write_queue: 1024,
+            stream_queue: 32,
+        }
+    }
+}
+
+impl Limits {
+    /// No request limits and no read timeout (like the reference's `NoLimits`); stream requests
+    /// are unlimited. The payload limit stays at its default.
+    pub fn none() -> Limits {
+        Limits {
+            stream_requests: u32::MAX,
+            read_timeout: None,
+            ..Limits::default()
+        }
+    }
+
+    /// Largest payload accepted in one message. Larger requests get an ErrorResult and their
+    /// payload is skipped without being buffered.
+    pub fn max_payload(mut self, bytes: u32) -> Limits {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// How many requests (of any kind) one connection may have in progress at once; `0` means
+    /// unlimited. Requests over the limit get a RetryResult.
+    pub fn buffer_requests(mut self, n: u32) -> Limits {
+        self.buffer_requests = n;
+        self
+    }
+
+    /// How many stream requests one connection may have in progress at once; `0` disables
+    /// stream requests (the default, as in the reference).
+    pub fn stream_requests(mut self, n: u32) -> Limits {
+        self.stream_requests = n;
+        self
+    }
+
+    /// The range from which the `wait` of a limit's RetryResult is drawn (default 0.5–5 s).
+    pub fn retry_wait(mut self, min: Duration, max: Duration) -> Limits {
+        self.retry_wait_min = min.min(max);
+        self.retry_wait_max = max.max(min);
+        self
+    }
+
+    /// Longest time to wait for the next complete message; `None` waits forever. On expiry the
+    /// connection is closed with ProtocolError 3.
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Limits {
+        self.read_timeout = t;
+        self
+    }
+
+    /// Longest time a write may make no progress (a peer that does not read) before the
+    /// connection is closed; `None` waits forever.
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Limits {
+        self.write_timeout = t;
+        self
+    }
+
+    /// Messages that may wait to be written before senders are made to wait.
+    pub fn write_queue(mut self, n: usize) -> Limits {
+        self.write_queue = n.max(1);
+        self
+    }
+
+    /// Parts of one incoming stream request buffered before the reader waits for its handler.
+    pub fn stream_queue(mut self, n: usize) -> Limits {
+        self.stream_queue = n.max(1);
+        self
+    }
+
+    /// See [`Limits::max_payload`].
+    pub fn get_max_payload(&self) -> u32 {
+        self.max_payload
+    }
+    /// See [`Limits::buffer_requests`].
+    pub fn get_buffer_requests(&self) -> u32 {
+        self.buffer_requests
+    }
+    /// See [`Limits::stream_requests`].
+    pub fn get_stream_requests(&self) -> u32 {
+        self.stream_requests
+    }
+    /// See [`Limits::read_timeout`].
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+    /// See [`Limits::write_timeout`].
+    pub fn get_write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+    /// See [`Limits::write_queue`].
+    pub fn get_write_queue(&self) -> usize {
+        self.write_queue
+    }
+    /// See [`Limits::stream_queue`].
+    pub fn get_stream_queue(&self) -> usize {
+        self.stream_queue
+    }
+
+    /// A wait for a RetryResult, drawn uniformly from the configured range.
+    pub fn draw_retry_wait(&self) -> Duration {
+        let (lo, hi) = (
+            self.retry_wait_min.as_millis() as u64,
+            self.retry_wait_max.as_millis() as u64,
+        );
+        Duration::from_millis(if hi > lo { fastrand::u64(lo..=hi) } else { lo })
+    }
+}
+
+/// What the limits say about an incoming request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Go ahead; release the slot with [`Counters::release`] when done.
+    Yes,
+    /// Over the limit: answer with a RetryResult.
+    Retry,
+    /// Stream requests are disabled: answer with an ErrorResult.
+    StreamsDisabled,
+}
+
+/// Per-connection counters of requests in progress.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    requests: AtomicU32,
+    streams: AtomicU32,
+}
+
+impl Counters {
+    /// Takes a slot for a request (`stream` = a stream request), if the limits allow.
+    pub(crate) fn admit(&self, limits: &Limits, stream: bool) -> Admit {
+        if stream && limits.stream_requests == 0 {
+            return Admit::StreamsDisabled;
+        }
+        if !take(&self.requests, limits.buffer_requests) {
+            return Admit::Retry;
+        }
+        if stream && !take(&self.streams, limits.stream_requests) {
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            return Admit::Retry;
+        }
+        Admit::Yes
+    }
+
+    /// Gives back a slot taken by [`Counters::admit`].
+    pub(crate) fn release(&self, stream: bool) {
+        self.requests.fetch_sub(1, Ordering::AcqRel);
+        if stream {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Requests in progress.
+    pub(crate) fn in_progress(&self) -> u32 {
+        self.requests.load(Ordering::Acquire)
+    }
+}
+
+/// Takes one unit of `counter` unless that would exceed `limit` (0 = unlimited).
+fn take(counter: &AtomicU32, limit: u32) -> bool {
+    let n = counter.fetch_add(1, Ordering::AcqRel) + 1;
+    if limit != 0 && n > limit {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_limit_counts_toward_request_limit() {
+        let l = Limits::default().buffer_requests(2).stream_requests(1);
+        let c = Counters::default();
+        assert_eq!(c.admit(&l, true), Admit::Yes);
+        assert_eq!(c.admit(&l, true), Admit::Retry);
+        assert_eq!(c.admit(&l, false), Admit::Yes);
+        assert_eq!(c.admit(&l, false), Admit::Retry);
+        c.release(true);
+        assert_eq!(c.admit(&l, true), Admit::Yes);
+        assert_eq!(c.in_progress(), 2);
+    }
+
+    #[test]
+    fn defaults_disable_streams() {
+        let c = Counters::default();
+        assert_eq!(c.admit(&Limits::default(), true), Admit::StreamsDisabled);
+        assert_eq!(c.admit(&Limits::default(), false), Admit::Yes);
+    }
+
+    #[test]
+    fn retry_wait_in_range() {
+        let l = Limits::default().retry_wait(Duration::from_millis(10), Duration::from_millis(20));
+        for _ in 0..100 {
+            let w = l.draw_retry_wait();
+            assert!(w >= Duration::from_millis(10) && w <= Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,1215 @@
+//! [`Sock`]: one connection to a peer, and the tasks that drive it.
+//!
+//! Each connection runs two tasks:
+//! - the **reader** owns the read half and a `BytesMut`; it decodes every whole message the
+//!   buffer holds before reading again, completes our pending requests directly, runs
+//!   notification handlers in order, and spawns a task per incoming request;
+//! - the **writer** owns the write half and a bounded queue of outgoing messages; it drains
+//!   everything queued and writes it with vectored writes (small messages coalesced, large
+//!   payloads written from their own buffers, never copied), and sends heartbeats.
+//!
+//! When the connection ends for any reason, [`Sock::shutdown`] marks it closed under the
+//! pending-requests lock, fails every waiting request with the reason, and tells both tasks to
+//! stop; the writer flushes what was queued (including a final `f` message if there is one)
+//! before shutting the transport down.
+
+use std::any::Any;
+use std::fmt;
+use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::codec::{DecodeError, Decoded, Decoder, Oversized};
+use crate::conn::{IncomingStreams, PartTarget, Pending, Reply, Waiter};
+use crate::error::{CloseReason, Error, ProtocolErrorCode, Result, Side};
+use crate::frame::{encode_version, Message, MsgType, Name, RequestId, PROTOCOL_VERSION};
+use crate::handlers::{default_handlers, Handlers, RequestHandler};
+use crate::limits::{Admit, Counters, Limits};
+use crate::stream::{StreamReceiver, StreamSender};
+
+type SockCallback = Arc<dyn Fn(&Sock) + Send + Sync>;
+type CloseCallback = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;
+type HeartbeatCallback = Arc<dyn Fn(&Sock, u16, SystemTime) + Send + Sync>;
+
+/// Default interval between automatic heartbeats (as in the reference).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+
+/// How a connection behaves: handlers, limits, heartbeats, retries and callbacks. Used by
+/// [`crate::connect_with`], [`crate::Server`] (every accepted connection gets a copy) and
+/// [`Sock::adopt`].
+///
+/// ```
+/// use std::time::Duration;
+/// use gotalk::{Config, Handlers, Limits};
+///
+/// let mut handlers = Handlers::new();
+/// handlers.handle_buffer("echo", |_s, _op, p| async move { Ok(p) });
+/// let config = Config::new()
+///     .handlers(handlers)
+///     .limits(Limits::default().buffer_requests(100))
+///     .heartbeat_interval(Some(Duration::from_secs(5)))
+///     .auto_retry(3)
+///     .on_close(|_sock, reason| eprintln!("closed: {reason}"));
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    handlers: Option<Arc<Handlers>>,
+    limits: Limits,
+    heartbeat_interval: Option<Duration>,
+    auto_retry: u32,
+    handshake_timeout: Duration,
+    on_open: Option<SockCallback>,
+    on_close: Option<CloseCallback>,
+    on_heartbeat: Option<HeartbeatCallback>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            handlers: None,
+            limits: Limits::default(),
+            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
+            auto_retry: 5,
+            handshake_timeout: Duration::from_secs(10),
+            on_open: None,
+            on_close: None,
+            on_heartbeat: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("handlers", &self.handlers)
+            .field("limits", &self.limits)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("auto_retry", &self.auto_retry)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The defaults: process-wide default handlers, [`Limits::default`], heartbeats every 20 s,
+    /// up to 5 automatic retries, 10 s handshake timeout.
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// Handlers for requests and notifications from the peer. Without this, a snapshot of the
+    /// process-wide [`default_handlers`] is taken when the connection opens.
+    pub fn handlers(mut self, h: impl Into<Arc<Handlers>>) -> Config {
+        self.handlers = Some(h.into());
+        self
+    }
+
+    /// Resource limits (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Config {
+        self.limits = limits;
+        self
+    }
+
+    /// Send a heartbeat this often (the first one right after the handshake); `None` disables
+    /// automatic heartbeats.
+    pub fn heartbeat_interval(mut self, every: Option<Duration>) -> Config {
+        self.heartbeat_interval = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How many times a request answered with RetryResult is sent again (after the wait the
+    /// peer asked for) before [`Error::Retry`] is returned. 0 disables automatic retries.
+    pub fn auto_retry(mut self, max_retries: u32) -> Config {
+        self.auto_retry = max_retries;
+        self
+    }
+
+    /// Longest wait for the peer's protocol version when the connection opens.
+    pub fn handshake_timeout(mut self, t: Duration) -> Config {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Called once the handshake is done, before any message from the peer is handled.
+    pub fn on_open(mut self, f: impl Fn(&Sock) + Send + Sync + 'static) -> Config {
+        self.on_open = Some(Arc::new(f));
+        self
+    }
+
+    /// Called once when the connection closes, with the reason (see
+    /// [`CloseReason::protocol_error_code`]).
+    pub fn on_close(mut self, f: impl Fn(&Sock, &CloseReason) + Send + Sync + 'static) -> Config {
+        self.on_close = Some(Arc::new(f));
+        self
+    }
+
+    /// Called for every heartbeat received, with the peer's load and time.
+    pub fn on_heartbeat(
+        mut self,
+        f: impl Fn(&Sock, u16, SystemTime) + Send + Sync + 'static,
+    ) -> Config {
+        self.on_heartbeat = Some(Arc::new(f));
+        self
+    }
+
+    /// The limits in force.
+    pub fn get_limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn on_open_callback(&self) -> Option<SockCallback> {
+        self.on_open.clone()
+    }
+
+    pub(crate) fn on_close_callback(&self) -> Option<CloseCallback> {
+        self.on_close.clone()
+    }
+}
+
+/// What the writer does when the connection closes.
+#[derive(Debug, Clone, Default)]
+struct Closing {
+    /// A last message to send (a protocol error) after what is already queued.
+    last: Option<Message>,
+}
+
+struct Inner {
+    out: mpsc::Sender<Message>,
+    pending: Mutex<Pending>,
+    closing: watch::Sender<Option<Closing>>,
+    /// Set once the writer has flushed and shut the transport down.
+    finished: watch::Sender<bool>,
+    handlers: Arc<Handlers>,
+    limits: Limits,
+    counters: Counters,
+    heartbeat_load: AtomicU16,
+    auto_retry: u32,
+    peer_addr: Option<String>,
+    user_data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    /// Held until the connection is fully closed (e.g. a server's connection-count permit).
+    guard: Mutex<Option<Box<dyn Any + Send>>>,
+    on_open: Option<SockCallback>,
+    on_close: Option<CloseCallback>,
+    on_heartbeat: Option<HeartbeatCallback>,
+}
+
+/// One gotalk connection. Both ends are equal: each can send requests and notifications, and
+/// each answers the other's requests with its [`Handlers`].
+///
+/// `Sock` is a cheap handle (an `Arc`): clone it freely to use it from several tasks. Any number
+/// of requests may be in flight at once. The connection stays open until [`Sock::close`] is
+/// called, the peer closes it, or an error ends it; then every request still waiting fails with
+/// [`Error::Closed`].
+#[derive(Clone)]
+pub struct Sock {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Sock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sock")
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("closed", &self.close_reason())
+            .finish()
+    }
+}
+
+impl Sock {
+    /// Takes over a connected byte stream (TCP, Unix, TLS, an in-memory pipe, anything
+    /// `AsyncRead + AsyncWrite`), performs the version handshake and starts serving it.
+    pub async fn adopt<T>(io: T, config: &Config, peer_addr: Option<String>) -> Result<Sock>
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(io);
+        Sock::adopt_split(r, w, config, peer_addr).await
+    }
+
+    /// Like [`Sock::adopt`], for a transport already split into read and write halves.
+    pub async fn adopt_split<R, W>(
+        reader: R,
+        writer: W,
+        config: &Config,
+        peer_addr: Option<String>,
+    ) -> Result<Sock>
+    where
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + 'static,
+    {
+        let limits = config.limits.clone();
+        let (out_tx, out_rx) = mpsc::channel(limits.get_write_queue());
+        let (closing_tx, closing_rx) = watch::channel(None);
+        let sock = Sock {
+            inner: Arc::new(Inner {
+                out: out_tx,
+                pending: Mutex::new(Pending::default()),
+                closing: closing_tx,
+                finished: watch::channel(false).0,
+                handlers: config.handlers.clone().unwrap_or_else(default_handlers),
+                limits,
+                counters: Counters::default(),
+                heartbeat_load: AtomicU16::new(0),
+                auto_retry: config.auto_retry,
+                peer_addr,
+                user_data: Mutex::new(None),
+                guard: Mutex::new(None),
+                on_open: config.on_open.clone(),
+                on_close: config.on_close.clone(),
+                on_heartbeat: config.on_heartbeat.clone(),
+            }),
+        };
+        let (hs_tx, hs_rx) = oneshot::channel();
+        tokio::spawn(writer_task(
+            sock.clone(),
+            Box::pin(writer),
+            out_rx,
+            closing_rx.clone(),
+            config.heartbeat_interval,
+        ));
+        tokio::spawn(reader_task(
+            sock.clone(),
+            Box::pin(reader),
+            closing_rx,
+            hs_tx,
+        ));
+        match tokio::time::timeout(config.handshake_timeout, hs_rx).await {
+            Ok(Ok(Ok(()))) => Ok(sock),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Closed(
+                sock.close_reason().unwrap_or(CloseReason::PeerClosed),
+            )),
+            Err(_) => {
+                sock.shutdown(
+                    CloseReason::Protocol {
+                        code: ProtocolErrorCode::TIMEOUT,
+                        by: Side::Local,
+                        detail: "no protocol version received".into(),
+                    },
+                    Some(Message::ProtocolError {
+                        code: ProtocolErrorCode::TIMEOUT,
+                    }),
+                );
+                Err(Error::Timeout("handshake"))
+            }
+        }
+    }
+
+    // ---- requests -------------------------------------------------------------------------
+
+    /// Sends request `op` with `input` encoded as JSON and decodes the JSON result.
+    pub async fn request<I, O>(&self, op: &str, input: &I) -> Result<O>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(input)?;
+        let out = self.buffer_request(op, payload).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Sends request `op` with a raw payload and returns the raw result.
+    ///
+    /// A RetryResult is retried automatically after the wait the peer asked for, up to the
+    /// configured number of times ([`Config::auto_retry`]).
+    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
+        let op = Name::new(op)?;
+        let payload = payload.into();
+        let mut retries = 0;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let id = self.register(Waiter::Single(tx))?;
+            let guard = PendingGuard { sock: self, id };
+            self.send(Message::SingleRequest {
+                id,
+                op: op.clone(),
+                payload: payload.clone(),
+            })
+            .await?;
+            let reply = rx.await;
+            drop(guard);
+            match reply {
+                Ok(Ok(Reply::Result(b))) => return Ok(b),
+                Ok(Ok(Reply::Error(text))) => {
+                    return Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
+                }
+                Ok(Ok(Reply::Retry(wait_ms, text))) => {
+                    let wait = Duration::from_millis(u64::from(wait_ms));
+                    if retries >= self.inner.auto_retry {
+                        return Err(Error::Retry {
+                            wait,
+                            message: String::from_utf8_lossy(&text).into_owned(),
+                        });
+                    }
+                    retries += 1;
+                    tracing::debug!(op = %op, ?wait, retries, "retrying request");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Ok(Reply::UnexpectedStream)) => return Err(Error::UnexpectedStream),
+                Ok(Ok(Reply::TooLarge(size))) => {
+                    return Err(Error::PayloadTooLarge {
+                        size: size as usize,
+                        limit: self.inner.limits.get_max_payload() as usize,
+                    })
+                }
+                Ok(Err(reason)) => return Err(Error::Closed(reason)),
+                Err(_) => {
+                    return Err(Error::Closed(
+                        self.close_reason().unwrap_or(CloseReason::Local),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Starts streaming request `op`. Write request parts with the returned [`StreamSender`]
+    /// (the first write sends the request itself) and end it with [`StreamSender::end`]; read
+    /// result parts from the [`StreamReceiver`]. An ErrorResult or RetryResult arrives as an
+    /// error from [`StreamReceiver::recv`].
+    pub async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver)> {
+        let op = Name::new(op)?;
+        let (tx, rx) = mpsc::channel(self.inner.limits.get_stream_queue());
+        let id = self.register(Waiter::Stream(tx))?;
+        Ok((
+            StreamSender::request(self.clone(), id, op),
+            StreamReceiver::new(rx, self.clone()),
+        ))
+    }
+
+    /// Sends notification `name` with `value` encoded as JSON.
+    pub async fn notify<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        self.buffer_notify(name, serde_json::to_vec(value)?).await
+    }
+
+    /// Sends notification `name` with a raw payload.
+    pub async fn buffer_notify(&self, name: &str, payload: impl Into<Bytes>) -> Result<()> {
+        self.send(Message::Notification {
+            name: Name::new(name)?,
+            payload: payload.into(),
+        })
+        .await
+    }
+
+    /// Sends a heartbeat now with the given load (0 = idle, 0xffff = saturated).
+    pub async fn send_heartbeat(&self, load: u16) -> Result<()> {
+        self.send(heartbeat(load)).await
+    }
+
+    /// The load reported by automatic heartbeats from now on.
+    pub fn set_heartbeat_load(&self, load: u16) {
+        self.inner.heartbeat_load.store(load, Ordering::Relaxed);
+    }
+
+    // ---- state ----------------------------------------------------------------------------
+
+    /// Closes the connection: messages already queued are still written, every request still
+    /// waiting fails with [`Error::Closed`]. Closing twice is a no-op.
+    pub fn close(&self) {
+        self.shutdown(CloseReason::Local, None);
+    }
+
+    /// Closes the connection because of a protocol error: sends `f` with `code`, then closes.
+    pub fn close_with_error(&self, code: ProtocolErrorCode) {
+        self.shutdown(
+            CloseReason::Protocol {
+                code,
+                by: Side::Local,
+                detail: String::new(),
+            },
+            Some(Message::ProtocolError { code }),
+        );
+    }
+
+    /// Waits until the connection is closed and everything queued has been written (or the
+    /// write failed), then returns why it closed.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.inner.closing.subscribe();
+        let _ = rx.wait_for(|c| c.is_some()).await;
+        let mut rx = self.inner.finished.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+        self.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// Why the connection closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.pending().closed().cloned()
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.pending().closed().is_some()
+    }
+
+    /// The peer's address as the transport reported it, if any.
+    pub fn peer_addr(&self) -> Option<&str> {
+        self.inner.peer_addr.as_deref()
+    }
+
+    /// Attaches application data to this connection (replacing any earlier value).
+    pub fn set_user_data<T: Any + Send + Sync>(&self, value: T) {
+        *self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(value));
+    }
+
+    /// The application data attached with [`Sock::set_user_data`], if it is a `T`.
+    pub fn user_data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let data = self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        data.downcast::<T>().ok()
+    }
+
+    /// The handlers serving the peer's requests on this connection.
+    pub fn handlers(&self) -> &Arc<Handlers> {
+        &self.inner.handlers
+    }
+
+    /// The limits in force on this connection.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Requests from the peer being handled right now.
+    pub fn requests_in_progress(&self) -> u32 {
+        self.inner.counters.in_progress()
+    }
+
+    /// Our requests waiting for a result.
+    pub fn requests_pending(&self) -> usize {
+        self.pending().len()
+    }
+
+    /// An identifier for this connection, unique among open connections of the process.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Keeps `value` alive until the connection has fully closed.
+    pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
+        if *self.inner.finished.borrow() {
+            return;
+        }
+        *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+
+    /// Whether two handles refer to the same connection.
+    pub fn same_as(&self, other: &Sock) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    // ---- internals ------------------------------------------------------------------------
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, waiter: Waiter) -> Result<RequestId> {
+        self.pending().insert(waiter).map_err(Error::Closed)
+    }
+
+    /// Queues a message for the writer, waiting while the queue is full.
+    pub(crate) async fn send(&self, msg: Message) -> Result<()> {
+        if let Some(r) = self.close_reason() {
+            return Err(Error::Closed(r));
+        }
+        self.inner
+            .out
+            .send(msg)
+            .await
+            .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))
+    }
+
+    /// Ends the connection: records `reason` (the first reason wins), fails every pending
+    /// request, and tells the reader and writer to stop (the writer sends `last` first).
+    pub(crate) fn shutdown(&self, reason: CloseReason, last: Option<Message>) {
+        let Some(waiters) = self.pending().close(reason.clone()) else {
+            return;
+        };
+        for w in waiters {
+            w.fail(&reason);
+        }
+        tracing::debug!(peer = ?self.inner.peer_addr, %reason, "connection closing");
+        self.inner.closing.send_replace(Some(Closing { last }));
+        if let Some(cb) = &self.inner.on_close {
+            cb(self, &reason);
+        }
+    }
+}
+
+/// Removes a request's pending entry if its future is dropped before the result arrives
+/// (e.g. a caller's timeout), so that the table never fills with abandoned entries.
+struct PendingGuard<'a> {
+    sock: &'a Sock,
+    id: RequestId,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.sock.pending().remove(self.id);
+    }
+}
+
+fn heartbeat(load: u16) -> Message {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0);
+    Message::Heartbeat { load, time }
+}
+
+// ---- the reader ---------------------------------------------------------------------------
+
+/// Initial read buffer size, and the least free space to offer each read.
+const READ_CHUNK: usize = 4096;
+
+/// Why the reader stopped.
+enum Stop {
+    /// The connection is already closing (reason recorded elsewhere).
+    Closing,
+    /// Close with this reason (and maybe send this protocol error).
+    Close(CloseReason, Option<Message>),
+}
+
+async fn reader_task<R>(
+    sock: Sock,
+    mut r: std::pin::Pin<Box<R>>,
+    mut closing: watch::Receiver<Option<Closing>>,
+    handshake: oneshot::Sender<Result<()>>,
+) where
+    R: AsyncRead + Send + ?Sized,
+{
+    let limits = sock.inner.limits.clone();
+    let mut reader = Reader {
+        sock: sock.clone(),
+        decoder: Decoder::new(limits.get_max_payload()),
+        streams: IncomingStreams::default(),
+        handshake: Some(handshake),
+        bad_version: None,
+    };
+    let mut buf = BytesMut::new();
+    let read_timeout = limits.get_read_timeout();
+    let mut last_message = Instant::now();
+    let far = Duration::from_secs(86400 * 365);
+    let timer = tokio::time::sleep(read_timeout.unwrap_or(far));
+    tokio::pin!(timer);
+
+    let stop = 'outer: loop {
+        // Handle every whole message already buffered before reading again.
+        let mut got = false;
+        loop {
+            match reader.decoder.decode(&mut buf) {
+                Ok(Some(d)) => {
+                    got = true;
+                    if let Err(stop) = reader.handle(d).await {
+                        break 'outer stop;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'outer reader.decode_error(e),
+            }
+        }
+        if got {
+            last_message = Instant::now();
+        }
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            // Release a large buffer once it has been consumed; idle connections hold little.
+            buf = BytesMut::new();
+        }
+        let want = reader.decoder.needed(&buf).max(READ_CHUNK);
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(want);
+        }
+        tokio::select! {
+            biased;
+            _ = closing.changed() => break Stop::Closing,
+            res = r.read_buf(&mut buf) => match res {
+                Ok(0) => {
+                    let reason = if buf.is_empty() && !reader.decoder.is_discarding() {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::Io(format!(
+                            "connection ended in the middle of a message ({} bytes unread)",
+                            buf.len()
+                        ))
+                    };
+                    break Stop::Close(reason, None);
+                }
+                Ok(_) => {}
+                Err(e) => break Stop::Close(CloseReason::Io(e.to_string()), None),
+            },
+            _ = &mut timer, if read_timeout.is_some() => {
+                let limit = read_timeout.unwrap_or(far);
+                let deadline = last_message + limit;
+                if Instant::now() >= deadline {
+                    let code = ProtocolErrorCode::TIMEOUT;
+                    break Stop::Close(
+                        CloseReason::Protocol {
+                            code,
+                            by: Side::Local,
+                            detail: format!("no complete message within {limit:?}"),
+                        },
+                        Some(Message::ProtocolError { code }),
+                    );
+                }
+                // Re-armed lazily: resetting the timer on every message would cost more.
+                timer.as_mut().reset(deadline);
+            }
+        }
+    };
+    match stop {
+        Stop::Closing => {}
+        Stop::Close(reason, last) => sock.shutdown(reason, last),
+    }
+    let reason = sock.close_reason().unwrap_or(CloseReason::Local);
+    reader.streams.fail_all(&reason);
+    if let Some(hs) = reader.handshake.take() {
+        let _ = hs.send(Err(match reason.protocol_error_code() {
+            Some(ProtocolErrorCode::UNSUPPORTED) => match reader.bad_version {
+                Some(v) => Error::UnsupportedVersion(v),
+                None => Error::Closed(reason),
+            },
+            _ => Error::Closed(reason),
+        }));
+    }
+}
+
+struct Reader {
+    sock: Sock,
+    decoder: Decoder,
+    streams: IncomingStreams,
+    handshake: Option<oneshot::Sender<Result<()>>>,
+    bad_version: Option<u8>,
+}
+
+impl Reader {
+    fn decode_error(&mut self, e: DecodeError) -> Stop {
+        let code = match e {
+            DecodeError::UnsupportedVersion(v) => {
+                self.bad_version = Some(v);
+                ProtocolErrorCode::UNSUPPORTED
+            }
+            DecodeError::Invalid { .. } => ProtocolErrorCode::INVALID_MSG,
+        };
+        invalid(code, e.to_string())
+    }
+
+    async fn handle(&mut self, d: Decoded) -> std::result::Result<(), Stop> {
+        match d {
+            Decoded::Version(_) => {
+                if let Some(cb) = &self.sock.inner.on_open {
+                    cb(&self.sock);
+                }
+                if let Some(hs) = self.handshake.take() {
+                    let _ = hs.send(Ok(()));
+                }
+                Ok(())
+            }
+            Decoded::Message(m) => self.handle_message(m).await,
+            Decoded::Oversized(o) => self.handle_oversized(o).await,
+        }
+    }
+
+    async fn handle_message(&mut self, m: Message) -> std::result::Result<(), Stop> {
+        let sock = &self.sock;
+        match m {
+            Message::SingleRequest { id, op, payload } => {
+                self.start_request(id, op, payload).await;
+            }
+            Message::StreamRequest { id, op, payload } => {
+                self.start_stream(id, op, payload).await?;
+            }
+            Message::StreamRequestPart { id, payload } => {
+                let last = payload.is_empty();
+                match self.streams.route(id, last) {
+                    PartTarget::Open(tx) => {
+                        if tx.send(Ok(payload)).await.is_err() && !last {
+                            // The handler finished early; drop the rest of its input.
+                            self.streams.ignore(id);
+                        }
+                    }
+                    PartTarget::Ignore => {}
+                    PartTarget::Unknown => {
+                        return Err(invalid(
+                            ProtocolErrorCode::INVALID_MSG,
+                            format!("stream part for request {id} which is not a stream request"),
+                        ))
+                    }
+                }
+            }
+            Message::SingleResult { id, payload } => {
+                self.deliver(id, Reply::Result(payload)).await;
+            }
+            Message::StreamResult { id, payload } => {
+                let target = {
+                    let mut p = sock.pending();
+                    if p.is_stream(id) {
+                        if payload.is_empty() {
+                            match p.remove(id) {
+                                Some(Waiter::Stream(tx)) => Some(tx),
+                                _ => None,
+                            }
+                        } else {
+                            p.stream_sender(id)
+                        }
+                    } else {
+                        if let Some(Waiter::Single(tx)) = p.remove(id) {
+                            let _ = tx.send(Ok(Reply::UnexpectedStream));
+                        }
+                        None
+                    }
+                };
+                if let Some(tx) = target {
+                    // An empty part is the end marker for the receiver.
+                    let _ = tx.send(Ok(payload)).await;
+                }
+            }
+            Message::ErrorResult { id, payload } => {
+                self.deliver(id, Reply::Error(payload)).await;
+            }
+            Message::RetryResult {
+                id,
+                wait_ms,
+                payload,
+            } => {
+                self.deliver(id, Reply::Retry(wait_ms, payload)).await;
+            }
+            Message::Notification { name, payload } => {
+                if let Some(h) = sock.inner.handlers.find_notification(&name) {
+                    let h = h.clone();
+                    let run =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| h(sock, &name, payload)));
+                    if run.is_err() {
+                        tracing::error!(name = %name, "notification handler panicked");
+                    }
+                } else {
+                    tracing::debug!(name = %name, "notification without handler dropped");
+                }
+            }
+            Message::Heartbeat { load, time } => {
+                if let Some(cb) = &sock.inner.on_heartbeat {
+                    cb(
+                        sock,
+                        load,
+                        UNIX_EPOCH + Duration::from_secs(u64::from(time)),
+                    );
+                }
+            }
+            Message::ProtocolError { code } => {
+                return Err(Stop::Close(
+                    CloseReason::Protocol {
+                        code,
+                        by: Side::Remote,
+                        detail: String::new(),
+                    },
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes one of our requests with a single reply (`R`, `E`, `e`, or an oversize).
+    async fn deliver(&mut self, id: RequestId, reply: Reply) {
+        let waiter = self.sock.pending().remove(id);
+        match waiter {
+            Some(Waiter::Single(tx)) => {
+                let _ = tx.send(Ok(reply));
+            }
+            Some(Waiter::Stream(tx)) => {
+                let item = match reply {
+                    Reply::Result(b) => {
+                        // A single result to a stream request: one part, then the end.
+                        if !b.is_empty() {
+                            let _ = tx.send(Ok(b)).await;
+                        }
+                        Ok(Bytes::new())
+                    }
+                    Reply::Error(text) => {
+                        Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
+                    }
+                    Reply::Retry(wait_ms, text) => Err(Error::Retry {
+                        wait: Duration::from_millis(u64::from(wait_ms)),
+                        message: String::from_utf8_lossy(&text).into_owned(),
+                    }),
+                    Reply::UnexpectedStream => Err(Error::UnexpectedStream),
+                    Reply::TooLarge(size) => Err(Error::PayloadTooLarge {
+                        size: size as usize,
+                        limit: self.sock.inner.limits.get_max_payload() as usize,
+                    }),
+                };
+                let _ = tx.send(item).await;
+            }
+            None => tracing::debug!(%id, "result for unknown request dropped"),
+        }
+    }
+
+    async fn start_request(&mut self, id: RequestId, op: Name, payload: Bytes) {
+        let sock = &self.sock;
+        let handler = match sock.inner.handlers.find_request(&op) {
+            Some(RequestHandler::Buffer(h)) => h.clone(),
+            _ => {
+                let _ = sock.send(error_result(id, unknown_op(&op))).await;
+                return;
+            }
+        };
+        match sock.inner.counters.admit(&sock.inner.limits, false) {
+            Admit::Yes => {}
+            _ => {
+                let _ = sock.send(retry_result(sock, id)).await;
+                return;
+            }
+        }
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            let res = AssertUnwindSafe(handler(sock.clone(), op.clone(), payload))
+                .catch_unwind()
+                .await;
+            // Free the slot before answering, so a requestor that sends its next request as
+            // soon as it has the result is not turned away.
+            sock.inner.counters.release(false);
+            let msg = match res {
+                Ok(Ok(out)) => Message::SingleResult { id, payload: out },
+                Ok(Err(e)) => handler_error(id, e),
+                Err(panic) => {
+                    let text = panic_message(&panic);
+                    tracing::error!(op = %op, "request handler panicked: {text}");
+                    error_result(id, format!("handler panicked: {text}"))
+                }
+            };
+            let _ = sock.send(msg).await;
+        });
+    }
+
+    async fn start_stream(
+        &mut self,
+        id: RequestId,
+        op: Name,
+        payload: Bytes,
+    ) -> std::result::Result<(), Stop> {
+        let sock = self.sock.clone();
+        if self.streams.is_open(id) {
+            return Err(invalid(
+                ProtocolErrorCode::INVALID_MSG,
+                format!("stream request {id} started twice"),
+            ));
+        }
+        let refuse = |msg: Message| async {
+            let _ = sock.send(msg).await;
+        };
+        let admit = sock.inner.counters.admit(&sock.inner.limits, true);
+        if admit == Admit::StreamsDisabled {
+            self.streams.ignore(id);
+            refuse(error_result(id, "stream requests not supported".into())).await;
+            return Ok(());
+        }
+        let handler = match sock.inner.handlers.find_request(&op) {
+            Some(RequestHandler::Stream(h)) => h.clone(),
+            _ => {
+                if admit == Admit::Yes {
+                    sock.inner.counters.release(true);
+                }
+                self.streams.ignore(id);
+                refuse(error_result(id, unknown_op(&op))).await;
+                return Ok(());
+            }
+        };
+        if admit == Admit::Retry {
+            self.streams.ignore(id);
+            refuse(retry_result(&sock, id)).await;
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel(sock.inner.limits.get_stream_queue());
+        if !payload.is_empty() {
+            let _ = tx.try_send(Ok(payload));
+        }
+        self.streams.open(id, tx);
+        let input = StreamReceiver::new(rx, sock.clone());
+        let (output, ended) = StreamSender::result(sock.clone(), id);
+        tokio::spawn(async move {
+            let res = AssertUnwindSafe(handler(sock.clone(), op.clone(), input, output))
+                .catch_unwind()
+                .await;
+            sock.inner.counters.release(true);
+            let msg = match res {
+                Ok(Ok(())) => {
+                    if ended.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    Message::StreamResult {
+                        id,
+                        payload: Bytes::new(),
+                    }
+                }
+                Ok(Err(e)) => handler_error(id, e),
+                Err(panic) => {
+                    let text = panic_message(&panic);
+                    tracing::error!(op = %op, "stream handler panicked: {text}");
+                    error_result(id, format!("handler panicked: {text}"))
+                }
+            };
+            let _ = sock.send(msg).await;
+        });
+        Ok(())
+    }
+
+    async fn handle_oversized(&mut self, o: Oversized) -> std::result::Result<(), Stop> {
+        let limit = self.sock.inner.limits.get_max_payload();
+        let text = format!("payload too large ({} bytes; limit {limit})", o.size);
+        let Some(id) = o.id else {
+            tracing::warn!(name = ?o.name, size = o.size, "oversized notification dropped");
+            return Ok(());
+        };
+        match o.msg_type {
+            MsgType::SingleRequest => {
+                let _ = self.sock.send(error_result(id, text)).await;
+            }
+            MsgType::StreamRequest => {
+                if self.streams.is_open(id) {
+                    return Err(invalid(
+                        ProtocolErrorCode::INVALID_MSG,
+                        format!("stream request {id} started twice"),
+                    ));
+                }
+                self.streams.ignore(id);
+                let _ = self.sock.send(error_result(id, text)).await;
+            }
+            MsgType::StreamRequestPart => {
+                if let PartTarget::Open(tx) = self.streams.route(id, false) {
+                    let _ = tx
+                        .send(Err(Error::PayloadTooLarge {
+                            size: o.size as usize,
+                            limit: limit as usize,
+                        }))
+                        .await;
+                }
+                self.streams.ignore(id);
+            }
+            _ => self.deliver(id, Reply::TooLarge(o.size)).await,
+        }
+        Ok(())
+    }
+}
+
+fn invalid(code: ProtocolErrorCode, detail: String) -> Stop {
+    Stop::Close(
+        CloseReason::Protocol {
+            code,
+            by: Side::Local,
+            detail,
+        },
+        Some(Message::ProtocolError { code }),
+    )
+}
+
+fn unknown_op(op: &str) -> String {
+    format!("unknown operation \"{op}\"")
+}
+
+fn error_result(id: RequestId, text: String) -> Message {
+    Message::ErrorResult {
+        id,
+        payload: Bytes::from(text),
+    }
+}
+
+fn retry_result(sock: &Sock, id: RequestId) -> Message {
+    Message::RetryResult {
+        id,
+        wait_ms: sock.inner.limits.draw_retry_wait().as_millis() as u32,
+        payload: Bytes::from_static(b"request rate limit"),
+    }
+}
+
+fn handler_error(id: RequestId, e: crate::HandlerError) -> Message {
+    match e.retry_wait() {
+        Some(wait) => Message::RetryResult {
+            id,
+            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            payload: Bytes::from(e.message().to_owned()),
+        },
+        None => error_result(id, e.message().to_owned()),
+    }
+}
+
+fn panic_message(p: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_owned()
+    }
+}
+
+// ---- the writer ---------------------------------------------------------------------------
+
+/// Payloads up to this size are copied next to their header; larger ones are written from
+/// their own buffer.
+const COPY_PAYLOAD_MAX: usize = 1024;
+
+/// Most messages taken from the queue for one write.
+const BATCH: usize = 256;
+
+async fn writer_task<W>(
+    sock: Sock,
+    mut w: std::pin::Pin<Box<W>>,
+    mut rx: mpsc::Receiver<Message>,
+    mut closing: watch::Receiver<Option<Closing>>,
+    heartbeat_every: Option<Duration>,
+) where
+    W: AsyncWrite + Send + ?Sized,
+{
+    let write_timeout = sock.inner.limits.get_write_timeout();
+    let mut batch: Vec<Message> = Vec::new();
+    let mut version = BytesMut::with_capacity(2);
+    encode_version(&mut version, PROTOCOL_VERSION);
+    let mut chunks = vec![version.freeze()];
+    if let Err(e) = write_chunks(&mut w, &mut chunks, write_timeout).await {
+        sock.shutdown(CloseReason::Io(e.to_string()), None);
+        sock.inner.finished.send_replace(true);
+        return;
+    }
+    let mut heartbeats = heartbeat_every.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            _ = closing.changed() => {
+                // Flush what was queued before the close, then the last word, then stop.
+                while batch.len() < 4 * BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let last = closing.borrow().as_ref().and_then(|c| c.last.clone());
+                batch.extend(last);
+                let _ = write_batch(&mut w, &batch, &mut chunks, write_timeout).await;
+                break;
+            }
+            _ = async { heartbeats.as_mut().expect("guarded").tick().await }, if heartbeats.is_some() => {
+                batch.push(heartbeat(sock.inner.heartbeat_load.load(Ordering::Relaxed)));
+            }
+        }
+        if let Err(e) = write_batch(&mut w, &batch, &mut chunks, write_timeout).await {
+            batch.clear();
+            sock.shutdown(CloseReason::Io(e.to_string()), None);
+            break;
+        }
+        batch.clear();
+    }
+    rx.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
+    sock.inner.finished.send_replace(true);
+    sock.inner
+        .guard
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+}
+
+async fn write_batch<W>(
+    w: &mut std::pin::Pin<Box<W>>,
+    batch: &[Message],
+    chunks: &mut Vec<Bytes>,
+    timeout: Option<Duration>,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Send + ?Sized,
+{
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut head = BytesMut::new();
+    for m in batch {
+        m.encode_header(&mut head);
+        let p = m.payload();
+        if p.len() <= COPY_PAYLOAD_MAX {
+            head.extend_from_slice(p);
+        } else {
+            chunks.push(head.split().freeze());
+            chunks.push(p.clone());
+        }
+    }
+    if !head.is_empty() {
+        chunks.push(head.freeze());
+    }
+    write_chunks(w, chunks, timeout).await
+}
+
+/// Writes every chunk with vectored writes, then flushes. Empties `chunks`.
+async fn write_chunks<W>(
+    w: &mut std::pin::Pin<Box<W>>,
+    chunks: &mut Vec<Bytes>,
+    timeout: Option<Duration>,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Send + ?Sized,
+{
+    let io = async {
+        let mut first = 0;
+        let mut offset = 0;
+        while first < chunks.len() {
+            let n = {
+                let slices: Vec<IoSlice<'_>> = chunks[first..]
+                    .iter()
+                    .take(64)
+                    .enumerate()
+                    .map(|(i, c)| IoSlice::new(if i == 0 { &c[offset..] } else { &c[..] }))
+                    .collect();
+                w.write_vectored(&slices).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let mut n = n;
+            while n > 0 {
+                let left = chunks[first].len() - offset;
+                if n >= left {
+                    n -= left;
+                    first += 1;
+                    offset = 0;
+                } else {
+                    offset += n;
+                    n = 0;
+                }
+            }
+        }
+        w.flush().await
+    };
+    let res = match timeout {
+        Some(t) => tokio::time::timeout(t, io).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("peer did not read for {t:?}"),
+            ))
+        }),
+        None => io.await,
+    };
+    chunks.clear();
+    res
+}

@@ -1,0 +1,186 @@
+//! The two ends of a streaming exchange: [`StreamSender`] writes parts, [`StreamReceiver`]
+//! reads them.
+//!
+//! A requestor gets both from [`Sock::stream_request`]: it writes request parts (`s`, then `p`)
+//! and reads result parts (`S`). A stream handler gets the mirror image: it reads request parts
+//! and writes result parts. An empty part means "end of stream" on the wire, so writing an empty
+//! buffer is a no-op; call [`StreamSender::end`] to end the stream.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{CloseReason, Error, Result};
+use crate::frame::{Message, Name, RequestId};
+use crate::sock::Sock;
+
+/// Items carried to a [`StreamReceiver`]: a part, an empty part for the end, or an error.
+pub(crate) type PartResult = std::result::Result<Bytes, Error>;
+
+/// Reads the parts of a stream, in order.
+pub struct StreamReceiver {
+    rx: mpsc::Receiver<PartResult>,
+    sock: Sock,
+    done: bool,
+}
+
+impl fmt::Debug for StreamReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamReceiver")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl StreamReceiver {
+    pub(crate) fn new(rx: mpsc::Receiver<PartResult>, sock: Sock) -> StreamReceiver {
+        StreamReceiver {
+            rx,
+            sock,
+            done: false,
+        }
+    }
+
+    /// The next part: `Ok(Some(part))`, `Ok(None)` at the end of the stream, or an error (the
+    /// peer answered with an error, or the connection closed before the end).
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Ok(b)) if b.is_empty() => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => {
+                self.done = true;
+                Err(e)
+            }
+            None => {
+                self.done = true;
+                Err(Error::Closed(
+                    self.sock.close_reason().unwrap_or(CloseReason::Local),
+                ))
+            }
+        }
+    }
+
+    /// Reads every remaining part and returns them concatenated.
+    pub async fn collect(&mut self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.recv().await? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+}
+
+/// What a [`StreamSender`] sends: request parts (`s` then `p`) or result parts (`S`).
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Requestor side; `op` goes with the first part.
+    Request { op: Name, started: bool },
+    /// Handler side.
+    Result,
+}
+
+/// Writes the parts of a stream.
+pub struct StreamSender {
+    sock: Sock,
+    id: RequestId,
+    kind: Kind,
+    ended: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("ended", &self.ended.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl StreamSender {
+    pub(crate) fn request(sock: Sock, id: RequestId, op: Name) -> StreamSender {
+        StreamSender {
+            sock,
+            id,
+            kind: Kind::Request { op, started: false },
+            ended: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn result(sock: Sock, id: RequestId) -> (StreamSender, Arc<AtomicBool>) {
+        let ended = Arc::new(AtomicBool::new(false));
+        (
+            StreamSender {
+                sock,
+                id,
+                kind: Kind::Result,
+                ended: ended.clone(),
+            },
+            ended,
+        )
+    }
+
+    /// The request ID of this stream.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// Sends one part. Empty parts are skipped (on the wire an empty part ends the stream).
+    pub async fn write(&mut self, part: impl Into<Bytes>) -> Result<()> {
+        let part = part.into();
+        if self.ended.load(Ordering::Acquire) {
+            return Err(Error::Closed(CloseReason::Local));
+        }
+        let msg = match &mut self.kind {
+            Kind::Request { op, started } if !*started => {
+                *started = true;
+                Message::StreamRequest {
+                    id: self.id,
+                    op: op.clone(),
+                    payload: part,
+                }
+            }
+            _ if part.is_empty() => return Ok(()),
+            Kind::Request { .. } => Message::StreamRequestPart {
+                id: self.id,
+                payload: part,
+            },
+            Kind::Result => Message::StreamResult {
+                id: self.id,
+                payload: part,
+            },
+        };
+        self.sock.send(msg).await
+    }
+
+    /// Ends the stream (sends the empty end-of-stream part). Ending twice is a no-op.
+    pub async fn end(&mut self) -> Result<()> {
+        if let Kind::Request { started: false, .. } = self.kind {
+            // The `s` message must go first; it may carry an empty first part.
+            self.write(Bytes::new()).await?;
+        }
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let msg = match self.kind {
+            Kind::Request { .. } => Message::StreamRequestPart {
+                id: self.id,
+                payload: Bytes::new(),
+            },
+            Kind::Result => Message::StreamResult {
+                id: self.id,
+                payload: Bytes::new(),
+            },
+        };
+        self.sock.send(msg).await
+    }
+}
