@@ -101,6 +101,12 @@ impl Server {
                 let l = UnixListener::bind(&path)?;
                 (Listener::Unix(l), Addr::Unix(path.clone()), Some(path))
             }
+            other => {
+                return Err(crate::Error::InvalidAddress {
+                    addr: other.to_string(),
+                    reason: "Server::bind serves tcp:// and unix:// addresses".into(),
+                })
+            }
         };
         let registry = Arc::new(Registry::default());
         let (stop, stop_rx) = watch::channel(false);

@@ -19,6 +19,10 @@ pub async fn connect_with(addr: &str, config: &Config) -> Result<Sock> {
     match addr.parse::<Addr>()? {
         Addr::Tcp(hp) => tcp::connect(&hp, config).await,
         Addr::Unix(path) => unix::connect(&path, config).await,
+        other => Err(crate::Error::InvalidAddress {
+            addr: other.to_string(),
+            reason: "this transport is not available in this build".into(),
+        }),
     }
 }
 
