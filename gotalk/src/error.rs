@@ -157,6 +157,10 @@ pub enum Error {
     /// An I/O error (connecting, binding, handshaking).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// TLS failed: loading certificates or keys, or the handshake (e.g. the peer's certificate
+    /// is not trusted). The text says what to check.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An address that this crate cannot parse or connect to.
     #[error("invalid address {addr:?}: {reason}")]
     InvalidAddress {

@@ -61,6 +61,16 @@ impl fmt::Debug for Server {
     }
 }
 
+/// What a TLS server needs per connection (nothing without the `tls` feature).
+#[cfg(feature = "tls")]
+type Tls = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+type Tls = NoTls;
+/// Uninhabited: without the `tls` feature no server has TLS settings.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum NoTls {}
+
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -91,6 +101,48 @@ impl Server {
 
     /// Like [`Server::bind`], with options for the accept loop.
     pub async fn bind_with(addr: &str, config: Config, options: ServerOptions) -> Result<Server> {
+        Server::start(addr, config, options, None).await
+    }
+
+    /// Binds a TCP address (`tls://host:port`, `tcp://host:port` or `host:port`) and serves
+    /// gotalk over TLS on it: every accepted connection does the TLS handshake (within the
+    /// [`Config::handshake_timeout`]) before the gotalk one. [`Server::local_addr`] is a
+    /// `tls://` address. See [`transport::tls`].
+    #[cfg(feature = "tls")]
+    pub async fn bind_tls(
+        addr: &str,
+        config: Config,
+        tls: transport::tls::TlsServerConfig,
+    ) -> Result<Server> {
+        Server::bind_tls_with(addr, config, tls, ServerOptions::default()).await
+    }
+
+    /// Like [`Server::bind_tls`], with options for the accept loop.
+    #[cfg(feature = "tls")]
+    pub async fn bind_tls_with(
+        addr: &str,
+        config: Config,
+        tls: transport::tls::TlsServerConfig,
+        options: ServerOptions,
+    ) -> Result<Server> {
+        let addr = match addr.parse::<Addr>()? {
+            Addr::Tls(hp) | Addr::Tcp(hp) => hp,
+            other => {
+                return Err(crate::Error::InvalidAddress {
+                    addr: other.to_string(),
+                    reason: "Server::bind_tls serves tls://host:port addresses".into(),
+                })
+            }
+        };
+        Server::start(&addr, config, options, Some(tls.acceptor()?)).await
+    }
+
+    async fn start(
+        addr: &str,
+        config: Config,
+        options: ServerOptions,
+        tls: Option<Tls>,
+    ) -> Result<Server> {
         let (listener, local_addr, unix_path) = match addr.parse::<Addr>()? {
             Addr::Tcp(hp) => {
                 let l = TcpListener::bind(&hp).await?;
@@ -102,11 +154,19 @@ impl Server {
                 (Listener::Unix(l), Addr::Unix(path.clone()), Some(path))
             }
             other => {
+                let reason = match other {
+                    Addr::Tls(_) => "use Server::bind_tls with the server's certificate",
+                    _ => "Server::bind serves tcp:// and unix:// addresses",
+                };
                 return Err(crate::Error::InvalidAddress {
                     addr: other.to_string(),
-                    reason: "Server::bind serves tcp:// and unix:// addresses".into(),
-                })
+                    reason: reason.into(),
+                });
             }
+        };
+        let local_addr = match (&tls, local_addr) {
+            (Some(_), Addr::Tcp(hp)) => Addr::Tls(hp),
+            (_, a) => a,
         };
         let registry = Arc::new(Registry::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -114,7 +174,7 @@ impl Server {
         let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
         let config = tracked(config, registry.clone());
         tokio::spawn(async move {
-            accept_loop(listener, config, stop_rx, limit).await;
+            accept_loop(listener, config, stop_rx, limit, tls).await;
             done_tx.send_replace(true);
         });
         Ok(Server {
@@ -205,6 +265,7 @@ async fn accept_loop(
     config: Config,
     mut stop: watch::Receiver<bool>,
     limit: Arc<Semaphore>,
+    tls: Option<Tls>,
 ) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -224,8 +285,15 @@ async fn accept_loop(
             }
         };
         let config = config.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let _ = &tls; // unused without the `tls` feature
             let res = match conn {
+                #[cfg(feature = "tls")]
+                Conn::Tcp(s) if tls.is_some() => {
+                    let acceptor = tls.as_ref().expect("guarded");
+                    transport::tls::accept(s, acceptor, &config).await
+                }
                 Conn::Tcp(s) => transport::tcp::adopt(s, &config).await,
                 Conn::Unix(s) => transport::unix::adopt(s, &config, Some("unix".into())).await,
             };

@@ -8,7 +8,7 @@
 //!   everything queued and writes it with vectored writes (small messages coalesced, large
 //!   payloads written from their own buffers, never copied), and sends heartbeats.
 //!
-//! When the connection ends for any reason, [`Sock::shutdown`] marks it closed under the
+//! When the connection ends for any reason, `Sock::shutdown` marks it closed under the
 //! pending-requests lock, fails every waiting request with the reason, and tells both tasks to
 //! stop; the writer flushes what was queued (including a final `f` message if there is one)
 //! before shutting the transport down.
@@ -72,6 +72,8 @@ pub struct Config {
     on_open: Option<SockCallback>,
     on_close: Option<CloseCallback>,
     on_heartbeat: Option<HeartbeatCallback>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::TlsClientConfig>,
 }
 
 impl Default for Config {
@@ -85,6 +87,8 @@ impl Default for Config {
             on_open: None,
             on_close: None,
             on_heartbeat: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -166,6 +170,24 @@ impl Config {
     /// The limits in force.
     pub fn get_limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// TLS settings for connecting to `tls://` addresses (see [`crate::transport::tls`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::transport::tls::TlsClientConfig) -> Config {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings for `tls://` addresses, if set.
+    #[cfg(feature = "tls")]
+    pub fn get_tls(&self) -> Option<&crate::transport::tls::TlsClientConfig> {
+        self.tls.as_ref()
+    }
+
+    /// The handshake timeout in force.
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     pub(crate) fn on_open_callback(&self) -> Option<SockCallback> {

@@ -7,6 +7,8 @@ use crate::error::Result;
 use crate::sock::{Config, Sock};
 
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod unix;
 
 /// Connects to `addr` (see [`Addr`]) with the default [`Config`].
@@ -19,6 +21,10 @@ pub async fn connect_with(addr: &str, config: &Config) -> Result<Sock> {
     match addr.parse::<Addr>()? {
         Addr::Tcp(hp) => tcp::connect(&hp, config).await,
         Addr::Unix(path) => unix::connect(&path, config).await,
+        #[cfg(feature = "tls")]
+        Addr::Tls(hp) => tls::connect(&hp, config).await,
+        // Reachable when a transport's feature is off.
+        #[allow(unreachable_patterns)]
         other => Err(crate::Error::InvalidAddress {
             addr: other.to_string(),
             reason: "this transport is not available in this build".into(),

@@ -1,0 +1,317 @@
+//! Requests of every kind over real loopback TCP, in both directions.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gotalk::{Config, Error, HandlerError, Handlers, Limits, Server, Sock};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct GreetIn {
+    name: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct GreetOut {
+    greeting: String,
+}
+
+fn handlers() -> Handlers {
+    let mut h = Handlers::new();
+    h.handle("greet", |i: GreetIn| async move {
+        Ok(GreetOut {
+            greeting: format!("Hello {}", i.name),
+        })
+    });
+    h.handle_buffer("echo", |_s, _op, p| async move { Ok(p) });
+    h.handle_buffer("len", |_s, _op, p| async move {
+        Ok(Bytes::from(p.len().to_string()))
+    });
+    h.handle("nothing", |_: ()| async move { Ok(()) });
+    h.handle_buffer("fail", |_s, _op, _p| async move {
+        Err(HandlerError::msg("it failed"))
+    });
+    h.handle_buffer("panic", |_s, _op, _p| async move {
+        if true {
+            panic!("boom");
+        }
+        Ok(Bytes::new())
+    });
+    h.handle_stream("upper", |_s, _op, mut input, mut output| async move {
+        while let Some(p) = input.recv().await? {
+            output.write(p.to_ascii_uppercase()).await?;
+        }
+        Ok(())
+    });
+    h.handle_stream("count", |_s, _op, mut input, mut output| async move {
+        let all = input.collect().await?;
+        output.write(all.len().to_string()).await?;
+        Ok(())
+    });
+    // Calls back into the requesting peer while the peer's request is in flight.
+    h.handle_with_sock("ask-peer", |sock: Sock, q: String| async move {
+        let a: String = sock.request("answer", &q).await?;
+        Ok(format!("peer said {a}"))
+    });
+    h.handle_with_sock("notify-back", |sock: Sock, n: u32| async move {
+        for i in 0..n {
+            sock.notify("tick", &i).await?;
+        }
+        Ok(n)
+    });
+    h
+}
+
+async fn server() -> Server {
+    let config = Config::new()
+        .handlers(handlers())
+        .limits(Limits::default().stream_requests(64));
+    Server::bind("127.0.0.1:0", config).await.unwrap()
+}
+
+async fn client(server: &Server, h: Handlers) -> Sock {
+    gotalk::connect_with(&server.local_addr().to_string(), &Config::new().handlers(h))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn json_and_binary_payloads() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    let out: GreetOut = s
+        .request("greet", &GreetIn { name: "Ada".into() })
+        .await
+        .unwrap();
+    assert_eq!(out.greeting, "Hello Ada");
+    s.request::<_, ()>("nothing", &()).await.unwrap();
+
+    for payload in [
+        Bytes::new(),
+        Bytes::from_static(b"\x00\x01\x02\xfe\xff\x00"),
+        Bytes::from(vec![0xa5u8; 1 << 20]),
+    ] {
+        let out = s.buffer_request("echo", payload.clone()).await.unwrap();
+        assert_eq!(out, payload);
+    }
+    // JSON that does not decode into the handler's input type.
+    let e = s.buffer_request("greet", "[1,2]").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote(m) if m == "unexpected parameter type"),
+        "{e}"
+    );
+    s.close();
+}
+
+#[tokio::test]
+async fn errors_panics_and_unknown_operations_fail_only_their_request() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    let e = s.buffer_request("fail", "").await.unwrap_err();
+    assert!(matches!(&e, Error::Remote(m) if m == "it failed"), "{e}");
+    let e = s.buffer_request("panic", "").await.unwrap_err();
+    assert!(matches!(&e, Error::Remote(m) if m.contains("boom")), "{e}");
+    let e = s.buffer_request("nope", "").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote(m) if m == "unknown operation \"nope\""),
+        "{e}"
+    );
+    // The connection is still fine.
+    assert_eq!(
+        &s.buffer_request("echo", "still here").await.unwrap()[..],
+        b"still here"
+    );
+    assert!(!s.is_closed());
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_on_one_connection() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    let mut tasks = Vec::new();
+    for i in 0..1000u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!("request {i} {}", "x".repeat((i % 97) as usize));
+            let out = s.buffer_request("echo", body.clone()).await.unwrap();
+            assert_eq!(out, body.as_bytes());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.requests_pending(), 0);
+}
+
+#[tokio::test]
+async fn streams_interleave_with_single_requests() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    let (mut tx, mut rx) = s.stream_request("upper").await.unwrap();
+    let (mut tx2, mut rx2) = s.stream_request("count").await.unwrap();
+    for i in 0..20 {
+        tx.write(format!("part{i}")).await.unwrap();
+        tx2.write(vec![b'z'; 10]).await.unwrap();
+        // A single request between stream parts is answered without waiting for the streams.
+        assert_eq!(&s.buffer_request("len", "abc").await.unwrap()[..], b"3");
+        assert_eq!(
+            rx.recv().await.unwrap().unwrap(),
+            format!("PART{i}").as_bytes()
+        );
+    }
+    tx.end().await.unwrap();
+    tx2.end().await.unwrap();
+    assert!(rx.recv().await.unwrap().is_none());
+    assert_eq!(rx2.collect().await.unwrap(), b"200");
+}
+
+#[tokio::test]
+async fn stream_requests_to_a_peer_without_streams_get_an_error() {
+    let server = Server::bind("127.0.0.1:0", Config::new().handlers(handlers()))
+        .await
+        .unwrap();
+    let s = client(&server, Handlers::new()).await;
+    let (mut tx, mut rx) = s.stream_request("upper").await.unwrap();
+    tx.write("a").await.unwrap();
+    tx.end().await.unwrap();
+    let e = rx.recv().await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote(m) if m == "stream requests not supported"),
+        "{e}"
+    );
+    // The parts that followed the refused request did not upset the connection.
+    assert_eq!(&s.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
+}
+
+#[tokio::test]
+async fn server_calls_the_client_during_the_clients_request() {
+    let server = server().await;
+    let mut h = Handlers::new();
+    h.handle("answer", |q: String| async move { Ok(format!("{q}!")) });
+    let s = client(&server, h).await;
+    let out: String = s.request("ask-peer", "hi").await.unwrap();
+    assert_eq!(out, "peer said hi!");
+}
+
+#[tokio::test]
+async fn notifications_both_ways_in_order() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server_seen = Arc::new(AtomicUsize::new(0));
+    let mut sh = handlers();
+    let ss = server_seen.clone();
+    sh.handle_notification("hello", move |_: String| {
+        ss.fetch_add(1, Ordering::SeqCst);
+    });
+    let server = Server::bind("127.0.0.1:0", Config::new().handlers(sh))
+        .await
+        .unwrap();
+    let mut ch = Handlers::new();
+    let sn = seen.clone();
+    ch.handle_notification("tick", move |i: u32| sn.lock().unwrap().push(i));
+    let s = client(&server, ch).await;
+    let n: u32 = s.request("notify-back", &50u32).await.unwrap();
+    assert_eq!(n, 50);
+    // Notifications sent before the result arrive before it, in order.
+    assert_eq!(*seen.lock().unwrap(), (0..50).collect::<Vec<_>>());
+    for _ in 0..10 {
+        s.notify("hello", "there").await.unwrap();
+    }
+    // Requests are answered in order after earlier notifications were handled.
+    s.buffer_request("echo", "sync").await.unwrap();
+    assert_eq!(server_seen.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn fallback_handlers_take_unknown_names() {
+    let mut h = Handlers::new();
+    h.handle_buffer("", |_s, op, p| async move {
+        Ok(Bytes::from(format!("{op}:{}", String::from_utf8_lossy(&p))))
+    });
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    h.handle_buffer_notification("", move |_s, name, p| {
+        g.lock()
+            .unwrap()
+            .push(format!("{name}={}", String::from_utf8_lossy(&p)));
+    });
+    let (a, b) = gotalk::pipe_with(&Config::new(), &Config::new().handlers(h))
+        .await
+        .unwrap();
+    assert_eq!(
+        &a.buffer_request("anything", "x").await.unwrap()[..],
+        b"anything:x"
+    );
+    a.buffer_notify("whatever", "y").await.unwrap();
+    a.buffer_request("sync", "").await.unwrap();
+    assert_eq!(*got.lock().unwrap(), vec!["whatever=y".to_owned()]);
+    b.close();
+}
+
+#[tokio::test]
+async fn unix_socket_server_and_client() {
+    let dir = std::env::temp_dir().join(format!("gotalk-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let _ = std::fs::remove_file(&path);
+    let addr = format!("unix://{}", path.display());
+    let server = Server::bind(&addr, Config::new().handlers(handlers()))
+        .await
+        .unwrap();
+    let s = gotalk::connect(&addr).await.unwrap();
+    let out: GreetOut = s
+        .request(
+            "greet",
+            &GreetIn {
+                name: "Unix".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.greeting, "Hello Unix");
+    server.shutdown(Duration::from_secs(1)).await;
+    assert!(!path.exists(), "shutdown removes the socket file");
+}
+
+#[tokio::test]
+async fn user_data_peer_address_and_heartbeats() {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let b = beats.clone();
+    let server = Server::bind(
+        "127.0.0.1:0",
+        Config::new()
+            .handlers(handlers())
+            .on_open(|s| s.set_user_data(String::from("session-1")))
+            .on_heartbeat(move |_s, load, _t| {
+                if load == 7 {
+                    b.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let s = gotalk::connect_with(
+        &server.local_addr().to_string(),
+        &Config::new().heartbeat_interval(Some(Duration::from_millis(20))),
+    )
+    .await
+    .unwrap();
+    s.set_heartbeat_load(7);
+    s.send_heartbeat(7).await.unwrap();
+    assert!(s.peer_addr().unwrap().starts_with("127.0.0.1:"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while beats.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(beats.load(Ordering::SeqCst) >= 3);
+    let conns = server.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(
+        conns[0]
+            .user_data::<String>()
+            .as_deref()
+            .map(String::as_str),
+        Some("session-1")
+    );
+}
