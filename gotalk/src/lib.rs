@@ -63,7 +63,7 @@
 //! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
-//! | [`transport`] | TCP, Unix sockets, in-memory [`pipe`]; [`connect`] |
+//! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`) |
 //! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
 //!
