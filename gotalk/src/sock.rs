@@ -218,6 +218,8 @@ struct Inner {
     heartbeat_load: AtomicU16,
     auto_retry: u32,
     peer_addr: Option<String>,
+    /// What the transport knows beyond the address (e.g. a WebSocket's HTTP request).
+    transport_info: Option<Arc<dyn Any + Send + Sync>>,
     user_data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
     /// Held until the connection is fully closed (e.g. a server's connection-count permit).
     guard: Mutex<Option<Box<dyn Any + Send>>>,
@@ -269,6 +271,22 @@ impl Sock {
         R: AsyncRead + Send + 'static,
         W: AsyncWrite + Send + 'static,
     {
+        Sock::adopt_split_with_info(reader, writer, config, peer_addr, None).await
+    }
+
+    /// Like [`Sock::adopt_split`], also keeping what the transport knows about the connection
+    /// for [`Sock::transport_info`] (set before any callback or handler runs).
+    pub(crate) async fn adopt_split_with_info<R, W>(
+        reader: R,
+        writer: W,
+        config: &Config,
+        peer_addr: Option<String>,
+        transport_info: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Result<Sock>
+    where
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + 'static,
+    {
         let limits = config.limits.clone();
         let (out_tx, out_rx) = mpsc::channel(limits.get_write_queue());
         let (closing_tx, closing_rx) = watch::channel(None);
@@ -284,6 +302,7 @@ impl Sock {
                 heartbeat_load: AtomicU16::new(0),
                 auto_retry: config.auto_retry,
                 peer_addr,
+                transport_info,
                 user_data: Mutex::new(None),
                 guard: Mutex::new(None),
                 on_open: config.on_open.clone(),
@@ -292,18 +311,19 @@ impl Sock {
             }),
         };
         let (hs_tx, hs_rx) = oneshot::channel();
-        tokio::spawn(writer_task(
+        tokio::spawn(contained(
             sock.clone(),
-            Box::pin(writer),
-            out_rx,
-            closing_rx.clone(),
-            config.heartbeat_interval,
+            writer_task(
+                sock.clone(),
+                Box::pin(writer),
+                out_rx,
+                closing_rx.clone(),
+                config.heartbeat_interval,
+            ),
         ));
-        tokio::spawn(reader_task(
+        tokio::spawn(contained(
             sock.clone(),
-            Box::pin(reader),
-            closing_rx,
-            hs_tx,
+            reader_task(sock.clone(), Box::pin(reader), closing_rx, hs_tx),
         ));
         match tokio::time::timeout(config.handshake_timeout, hs_rx).await {
             Ok(Ok(Ok(()))) => Ok(sock),
@@ -477,6 +497,12 @@ impl Sock {
         self.inner.peer_addr.as_deref()
     }
 
+    /// What the transport recorded about this connection, if it is a `T` (for a WebSocket
+    /// accepted by an endpoint: a `ws::WsRequest`, also reachable as `Sock::ws_request`).
+    pub fn transport_info<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.transport_info.as_deref()?.downcast_ref::<T>()
+    }
+
     /// Attaches application data to this connection (replacing any earlier value).
     pub fn set_user_data<T: Any + Send + Sync>(&self, value: T) {
         *self
@@ -571,6 +597,26 @@ impl Sock {
         if let Some(cb) = &self.inner.on_close {
             cb(self, &reason);
         }
+    }
+}
+
+/// Runs one of a connection's tasks so that a panic in it (say, in a user callback run by the
+/// reader) closes that connection with a reason instead of leaving its requests waiting.
+async fn contained(sock: Sock, task: impl std::future::Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+        let text = panic_message(&panic);
+        tracing::error!("connection task panicked: {text}");
+        sock.shutdown(
+            CloseReason::Protocol {
+                code: ProtocolErrorCode::ABNORMAL,
+                by: Side::Local,
+                detail: format!("internal error: {text}"),
+            },
+            Some(Message::ProtocolError {
+                code: ProtocolErrorCode::ABNORMAL,
+            }),
+        );
+        sock.inner.finished.send_replace(true);
     }
 }
 

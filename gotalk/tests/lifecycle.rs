@@ -325,3 +325,37 @@ async fn shutdown_grace_is_bounded() {
     let e = inflight.await.unwrap().unwrap_err();
     assert!(e.is_closed(), "{e}");
 }
+
+#[tokio::test]
+async fn a_panicking_callback_closes_only_its_connection_with_a_reason() {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        Config::new()
+            .handlers(slow_handlers(Default::default()))
+            .on_heartbeat(|_s, load, _t| {
+                if load == 666 {
+                    panic!("callback bug");
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let victim = gotalk::connect(&addr(&server)).await.unwrap();
+    let other = gotalk::connect(&addr(&server)).await.unwrap();
+    let pending = {
+        let v = victim.clone();
+        tokio::spawn(async move { v.buffer_request("slow", "5000").await })
+    };
+    victim.send_heartbeat(666).await.unwrap();
+    let reason = victim.closed().await;
+    assert_eq!(
+        reason.protocol_error_code(),
+        Some(ProtocolErrorCode::ABNORMAL),
+        "{reason}"
+    );
+    assert!(pending.await.unwrap().unwrap_err().is_closed());
+    assert_eq!(
+        &other.buffer_request("echo", "fine").await.unwrap()[..],
+        b"fine"
+    );
+}
