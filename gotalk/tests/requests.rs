@@ -315,3 +315,27 @@ async fn user_data_peer_address_and_heartbeats() {
         Some("session-1")
     );
 }
+
+#[tokio::test]
+async fn process_wide_default_handlers_serve_sockets_without_handlers() {
+    gotalk::handle("default-greet", |name: String| async move {
+        Ok(format!("hi {name}"))
+    });
+    gotalk::handle_buffer("default-echo", |_s, _op, p| async move { Ok(p) });
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    gotalk::handle_notification("default-note", move |_: serde_json::Value| {
+        s2.fetch_add(1, Ordering::SeqCst);
+    });
+    // Sockets take a snapshot of the defaults when they open.
+    let (a, b) = gotalk::pipe().await.unwrap();
+    let out: String = a.request("default-greet", "you").await.unwrap();
+    assert_eq!(out, "hi you");
+    assert_eq!(
+        &b.buffer_request("default-echo", "x").await.unwrap()[..],
+        b"x"
+    );
+    a.notify("default-note", &1).await.unwrap();
+    a.buffer_request("default-echo", "sync").await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
