@@ -64,7 +64,8 @@
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
-//! | [`addr`] | address parsing (`tcp://`, `unix://`) |
+//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
+//! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
 //! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
 //!
 //! ## Differences from the reference, on purpose
@@ -84,6 +85,8 @@ mod conn;
 pub mod error;
 pub mod frame;
 pub mod handlers;
+#[cfg(feature = "websocket")]
+pub mod jslib;
 pub mod limits;
 pub mod server;
 pub mod sock;
@@ -101,4 +104,6 @@ pub use limits::Limits;
 pub use server::{Server, ServerOptions};
 pub use sock::{Config, Sock};
 pub use stream::{StreamReceiver, StreamSender};
+#[cfg(feature = "websocket")]
+pub use transport::ws;
 pub use transport::{connect, connect_with, pipe, pipe_with};

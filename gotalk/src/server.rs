@@ -95,6 +95,11 @@ impl Server {
     /// Binds `addr` (`tcp://host:port`, `host:port` or `unix:///path`) and starts accepting
     /// connections in the background. Use port 0 to pick a free port; [`Server::local_addr`]
     /// tells which.
+    ///
+    /// With the `websocket` feature, `ws://host:port/path` serves a WebSocket
+    /// [`Endpoint`](crate::ws::Endpoint) at `path` (and `gotalk.js` beside it) on its own HTTP
+    /// server; to add pages of your own, merge [`Endpoint::router`](crate::ws::Endpoint::router)
+    /// into your axum application instead.
     pub async fn bind(addr: &str, config: Config) -> Result<Server> {
         Server::bind_with(addr, config, ServerOptions::default()).await
     }
@@ -143,6 +148,10 @@ impl Server {
         options: ServerOptions,
         tls: Option<Tls>,
     ) -> Result<Server> {
+        #[cfg(feature = "websocket")]
+        if let (Addr::WebSocket(url), None) = (addr.parse::<Addr>()?, &tls) {
+            return Server::start_ws(&url, config, options).await;
+        }
         let (listener, local_addr, unix_path) = match addr.parse::<Addr>()? {
             Addr::Tcp(hp) => {
                 let l = TcpListener::bind(&hp).await?;
@@ -183,6 +192,23 @@ impl Server {
             stop,
             accept_done,
             unix_path,
+        })
+    }
+
+    #[cfg(feature = "websocket")]
+    async fn start_ws(url: &str, config: Config, options: ServerOptions) -> Result<Server> {
+        let registry = Arc::new(Registry::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, accept_done) = watch::channel(false);
+        let endpoint = transport::ws::Endpoint::new(tracked(config, registry.clone()))
+            .max_connections(options.max_connections);
+        let local_addr = transport::ws::listen(url, endpoint, stop_rx, done_tx).await?;
+        Ok(Server {
+            local_addr,
+            registry,
+            stop,
+            accept_done,
+            unix_path: None,
         })
     }
 

@@ -10,6 +10,8 @@ pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod unix;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 /// Connects to `addr` (see [`Addr`]) with the default [`Config`].
 pub async fn connect(addr: &str) -> Result<Sock> {
@@ -23,6 +25,8 @@ pub async fn connect_with(addr: &str, config: &Config) -> Result<Sock> {
         Addr::Unix(path) => unix::connect(&path, config).await,
         #[cfg(feature = "tls")]
         Addr::Tls(hp) => tls::connect(&hp, config).await,
+        #[cfg(feature = "websocket")]
+        Addr::WebSocket(url) => ws::connect(&url, config).await,
         // Reachable when a transport's feature is off.
         #[allow(unreachable_patterns)]
         other => Err(crate::Error::InvalidAddress {
