@@ -124,10 +124,12 @@ impl Pending {
 pub(crate) const IGNORED_STREAMS: usize = 64;
 
 /// The peer's stream requests that are being handled here, by request ID. Owned by the reader.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct IncomingStreams {
     open: HashMap<u32, mpsc::Sender<PartResult>>,
     ignored: VecDeque<RequestId>,
+    /// Size of `open` at which entries of finished handlers are next swept out.
+    sweep_at: usize,
 }
 
 /// Where a `p` part should go.
@@ -141,6 +143,16 @@ pub(crate) enum PartTarget {
     Unknown,
 }
 
+impl Default for IncomingStreams {
+    fn default() -> IncomingStreams {
+        IncomingStreams {
+            open: HashMap::new(),
+            ignored: VecDeque::new(),
+            sweep_at: IGNORED_STREAMS,
+        }
+    }
+}
+
 impl IncomingStreams {
     /// Whether a stream with this ID is open.
     pub(crate) fn is_open(&self, id: RequestId) -> bool {
@@ -150,7 +162,28 @@ impl IncomingStreams {
     /// Registers an open stream.
     pub(crate) fn open(&mut self, id: RequestId, tx: mpsc::Sender<PartResult>) {
         self.forget_ignored(id);
+        if self.open.len() >= self.sweep_at {
+            // A handler that returned before its input ended leaves an entry behind until the
+            // peer ends the stream; a peer that never does must not grow this table without
+            // bound. Sweeping when the table doubles keeps the cost amortised O(1).
+            let finished: Vec<u32> = self
+                .open
+                .iter()
+                .filter(|(_, tx)| tx.is_closed())
+                .map(|(k, _)| *k)
+                .collect();
+            for k in finished {
+                self.open.remove(&k);
+                self.ignore(RequestId(k.to_be_bytes()));
+            }
+            self.sweep_at = (self.open.len() * 2).max(IGNORED_STREAMS);
+        }
         self.open.insert(id.as_u32(), tx);
+    }
+
+    /// Streams whose handler may still want parts.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.len()
     }
 
     /// Remembers a stream whose further parts are to be dropped.
@@ -223,6 +256,26 @@ mod tests {
         assert!(p.close(CloseReason::Local).is_none());
         let (tx, _rx) = oneshot::channel();
         assert!(p.insert(Waiter::Single(tx)).is_err());
+    }
+
+    #[test]
+    fn entries_of_finished_handlers_are_swept() {
+        let mut s = IncomingStreams::default();
+        for i in 0..10_000u32 {
+            let (tx, rx) = mpsc::channel(1);
+            drop(rx); // the handler finished without reading to the end
+            s.open(RequestId(i.to_be_bytes()), tx);
+        }
+        assert!(s.open_count() <= 2 * IGNORED_STREAMS, "{}", s.open_count());
+        let (tx, _rx) = mpsc::channel(1);
+        let live = RequestId(*b"live");
+        s.open(live, tx);
+        for i in 10_000..20_000u32 {
+            let (tx, rx) = mpsc::channel(1);
+            drop(rx);
+            s.open(RequestId(i.to_be_bytes()), tx);
+        }
+        assert!(matches!(s.route(live, false), PartTarget::Open(_)));
     }
 
     #[test]

@@ -424,7 +424,7 @@ impl Sock {
         let id = self.register(Waiter::Stream(tx))?;
         Ok((
             StreamSender::request(self.clone(), id, op),
-            StreamReceiver::new(rx, self.clone()),
+            StreamReceiver::for_request(rx, self.clone(), id),
         ))
     }
 
@@ -565,6 +565,11 @@ impl Sock {
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops our request `id` from the pending table (its results will be ignored).
+    pub(crate) fn forget_request(&self, id: RequestId) {
+        self.pending().remove(id);
     }
 
     fn register(&self, waiter: Waiter) -> Result<RequestId> {

@@ -21,10 +21,16 @@ use crate::sock::Sock;
 pub(crate) type PartResult = std::result::Result<Bytes, Error>;
 
 /// Reads the parts of a stream, in order.
+///
+/// Parts are buffered up to [`crate::Limits::stream_queue`]; beyond that the connection's reader
+/// waits for this receiver, so read promptly (or drop the receiver) to keep the connection
+/// flowing.
 pub struct StreamReceiver {
     rx: mpsc::Receiver<PartResult>,
     sock: Sock,
     done: bool,
+    /// For our own stream requests: the request to forget if this receiver is dropped early.
+    request: Option<RequestId>,
 }
 
 impl fmt::Debug for StreamReceiver {
@@ -41,6 +47,21 @@ impl StreamReceiver {
             rx,
             sock,
             done: false,
+            request: None,
+        }
+    }
+
+    /// A receiver for the results of our stream request `id`.
+    pub(crate) fn for_request(
+        rx: mpsc::Receiver<PartResult>,
+        sock: Sock,
+        id: RequestId,
+    ) -> StreamReceiver {
+        StreamReceiver {
+            rx,
+            sock,
+            done: false,
+            request: Some(id),
         }
     }
 
@@ -76,6 +97,15 @@ impl StreamReceiver {
             out.extend_from_slice(&b);
         }
         Ok(out)
+    }
+}
+
+impl Drop for StreamReceiver {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.request, self.done) {
+            // Nobody will read the results: stop routing them here.
+            self.sock.forget_request(id);
+        }
     }
 }
 

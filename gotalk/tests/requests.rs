@@ -339,3 +339,30 @@ async fn process_wide_default_handlers_serve_sockets_without_handlers() {
     a.buffer_request("default-echo", "sync").await.unwrap();
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn abandoned_requests_leave_nothing_pending() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    // A stream request dropped before it was sent, and one dropped mid-way.
+    let (tx, rx) = s.stream_request("upper").await.unwrap();
+    drop((tx, rx));
+    let (mut tx, mut rx) = s.stream_request("upper").await.unwrap();
+    tx.write("a").await.unwrap();
+    assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"A");
+    drop(rx);
+    tx.end().await.unwrap();
+    // A request abandoned by its caller's timeout.
+    let r = tokio::time::timeout(Duration::from_millis(1), async {
+        loop {
+            s.buffer_request("echo", "x").await.unwrap();
+        }
+    })
+    .await;
+    assert!(r.is_err());
+    assert_eq!(
+        &s.buffer_request("echo", "sync").await.unwrap()[..],
+        b"sync"
+    );
+    assert_eq!(s.requests_pending(), 0);
+}
