@@ -182,6 +182,7 @@ impl IncomingStreams {
     }
 
     /// Streams whose handler may still want parts.
+    #[cfg(test)]
     pub(crate) fn open_count(&self) -> usize {
         self.open.len()
     }
