@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark matrix: gotalk against the raw tokio floor, server and load
+# generator as separate processes on loopback. Prints a markdown table (see BENCHMARKS.md).
+#
+#   bench/matrix.sh                  every point, 3 s each ($BENCH_SECONDS to change)
+#   bench/matrix.sh --points ab      only some points
+#   bench/matrix.sh --smoke          0.2 s per point, 200 idle connections: checks it runs
+#
+# Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# (f) holds 10,000 idle connections: each process needs that many file descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cargo build --release -q -p gotalk-bench --bins
+exec target/release/matrix "$@"

@@ -1,0 +1,45 @@
+//! The echo server of the benchmark matrix, run as its own process.
+//!
+//! ```text
+//! echo-server --proto floor|gotalk [--addr 127.0.0.1:0]
+//! ```
+//! Prints `LISTENING <host:port>` once it accepts connections, then serves until killed.
+//! `gotalk` serves a buffer operation `echo` with default limits and heartbeats; `floor` serves
+//! the raw length-prefixed echo (see `gotalk_bench::floor`).
+
+use std::io::Write;
+
+use gotalk_bench::args::{fail, Args};
+
+#[tokio::main]
+async fn main() {
+    let args = Args::from_env(&[]);
+    let proto = args.text("proto").unwrap_or("gotalk").to_owned();
+    let addr = args.text("addr").unwrap_or("127.0.0.1:0").to_owned();
+    match proto.as_str() {
+        "floor" => {
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+            announce(&l.local_addr().expect("local addr").to_string());
+            if let Err(e) = gotalk_bench::floor::serve(l).await {
+                fail(&format!("accept: {e}"));
+            }
+        }
+        "gotalk" => {
+            let server = gotalk::Server::bind(&addr, gotalk_bench::echo::server_config())
+                .await
+                .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+            let a = server.local_addr().to_string();
+            announce(a.strip_prefix("tcp://").unwrap_or(&a));
+            std::future::pending::<()>().await;
+        }
+        other => fail(&format!("unknown --proto {other:?} (floor, gotalk)")),
+    }
+}
+
+fn announce(addr: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "LISTENING {addr}");
+    let _ = out.flush();
+}

@@ -1,0 +1,276 @@
+//! Runs the end-to-end benchmark matrix and prints it as a markdown table.
+//!
+//! ```text
+//! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdef] [--smoke]
+//! ```
+//! Every point runs twice, against the floor and against gotalk, each time with a fresh
+//! `echo-server` process and a `load-gen` process (both found next to this binary), so server
+//! and client never share a runtime. Figures are absolute and as a ratio gotalk / floor from
+//! the same run. `--seconds` defaults to `$BENCH_SECONDS` or 3; `--smoke` runs each point for
+//! 0.2 s with 200 idle connections, to check that everything works, not to measure.
+//!
+//! Exits non-zero if any run failed (not if a target is missed: benchmarks are not tests).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use gotalk_bench::args::{fail, Args};
+use gotalk_bench::load::parse_result_line;
+
+/// One point of the matrix.
+struct Point {
+    key: char,
+    what: String,
+    conns: usize,
+    inflight: usize,
+    size: usize,
+    /// `Some(n)`: the idle-memory point with `n` connections.
+    idle: Option<usize>,
+}
+
+type Fields = HashMap<String, String>;
+
+fn main() {
+    let args = Args::from_env(&["smoke"]);
+    let smoke = args.flag("smoke");
+    let env_secs = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let secs: f64 = args.get("seconds", if smoke { 0.2 } else { env_secs.unwrap_or(3.0) });
+    let warmup: f64 = args.get("warmup", if smoke { 0.05 } else { 0.5 });
+    let idle_n: usize = args.get("idle", if smoke { 200 } else { 10_000 });
+    let only = args.text("points").unwrap_or("abcdefg").to_owned();
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| fail("cannot find the directory of this binary"));
+
+    let mib = 1 << 20;
+    let points = [
+        point('a', "1 conn × 1 in flight, 16 B", 1, 1, 16),
+        point('b', "1 conn × 64 in flight, 16 B", 1, 64, 16),
+        point('c', "1 conn × 256 in flight, 16 B", 1, 256, 16),
+        point('d', "16 conns × 16 in flight, 16 B", 16, 16, 16),
+        point('e', "1 conn × 8 in flight, 1 MiB", 1, 8, mib),
+        Point {
+            key: 'f',
+            what: format!("{idle_n} idle conns: server RSS"),
+            conns: idle_n,
+            inflight: 0,
+            size: 0,
+            idle: Some(idle_n),
+        },
+    ];
+
+    eprintln!(
+        "matrix: {secs} s per run after {warmup} s warm-up, {} cores{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if smoke {
+            " (smoke: not a measurement)"
+        } else {
+            ""
+        }
+    );
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    let mut ok = 0;
+    for p in points.iter().filter(|p| only.contains(p.key)) {
+        let mut results: Vec<Option<Fields>> = Vec::new();
+        for proto in ["floor", "gotalk"] {
+            eprintln!("({}) {} — {proto}", p.key, p.what);
+            match run(&bin_dir, proto, p, secs, warmup) {
+                Ok(f) => {
+                    ok += 1;
+                    results.push(Some(f));
+                }
+                Err(e) => {
+                    eprintln!("  FAILED: {e}");
+                    failures += 1;
+                    results.push(None);
+                }
+            }
+        }
+        rows.extend(table_rows(p, &results[0], &results[1]));
+    }
+    if only.contains('g') {
+        rows.push(
+            "| g | WebSocket echo for (b) and (e) | | | | | | not run: the WebSocket \
+             transport is not in this build |"
+                .to_owned(),
+        );
+    }
+
+    println!("| point | what | metric | floor | gotalk | gotalk / floor | target | met |");
+    println!("|---|---|---|---:|---:|---:|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    println!("matrix: {ok} runs ok, {failures} failed");
+    if failures > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn point(key: char, what: &str, conns: usize, inflight: usize, size: usize) -> Point {
+    Point {
+        key,
+        what: what.to_owned(),
+        conns,
+        inflight,
+        size,
+        idle: None,
+    }
+}
+
+/// Kills the server when dropped, whatever happened.
+struct ServerProc(Child);
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(bin_dir: &Path, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fields, String> {
+    let exe = |name: &str| -> PathBuf { bin_dir.join(name) };
+    let mut server = ServerProc(
+        Command::new(exe("echo-server"))
+            .args(["--proto", proto, "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting echo-server: {e}"))?,
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| format!("reading echo-server: {e}"))?;
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .ok_or_else(|| format!("echo-server said {line:?}"))?
+        .to_owned();
+    let mut cmd = Command::new(exe("load-gen"));
+    cmd.args(["--proto", proto, "--addr", &addr]);
+    match p.idle {
+        Some(n) => {
+            cmd.args(["--idle", &n.to_string()]);
+            cmd.args(["--server-pid", &server.0.id().to_string()]);
+        }
+        None => {
+            cmd.args(["--conns", &p.conns.to_string()]);
+            cmd.args(["--inflight", &p.inflight.to_string()]);
+            cmd.args(["--size", &p.size.to_string()]);
+            cmd.args(["--duration", &secs.to_string()]);
+            cmd.args(["--warmup", &warmup.to_string()]);
+        }
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("starting load-gen: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "load-gen exited with {}: {}{}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let fields = stdout
+        .lines()
+        .find_map(parse_result_line)
+        .ok_or_else(|| format!("load-gen printed no RESULT line: {stdout}"))?;
+    eprintln!("  {}", stdout.trim());
+    drop(server);
+    Ok(fields.into_iter().collect())
+}
+
+fn num(f: &Option<Fields>, key: &str) -> Option<f64> {
+    f.as_ref()?.get(key)?.parse().ok()
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "—".to_owned(),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+    }
+}
+
+/// What a metric must achieve, as a ratio gotalk / floor (or an absolute bound for memory).
+enum Target {
+    None,
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    AbsAtMost(f64, &'static str),
+}
+
+fn table_rows(p: &Point, floor: &Option<Fields>, gotalk: &Option<Fields>) -> Vec<String> {
+    let metrics: Vec<(&str, &str, Target)> = match p.key {
+        'a' => vec![
+            ("req/s", "rps", Target::None),
+            ("p50 µs", "p50_us", Target::RatioAtMost(1.3)),
+            ("p99 µs", "p99_us", Target::None),
+        ],
+        'b' => vec![
+            ("req/s", "rps", Target::RatioAtLeast(0.25)),
+            ("p50 µs", "p50_us", Target::None),
+        ],
+        'c' => vec![
+            ("req/s", "rps", Target::RatioAtLeast(0.15)),
+            ("p50 µs", "p50_us", Target::None),
+        ],
+        'd' => vec![
+            ("req/s", "rps", Target::RatioAtLeast(0.35)),
+            ("p50 µs", "p50_us", Target::None),
+        ],
+        'e' => vec![
+            ("MB/s", "mbps", Target::RatioAtLeast(0.70)),
+            ("p50 µs", "p50_us", Target::None),
+        ],
+        _ => vec![("KiB / conn", "kib_per_conn", Target::AbsAtMost(6.0, "KiB"))],
+    };
+    metrics
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, key, target))| {
+            let (f, g) = (num(floor, key), num(gotalk, key));
+            let ratio = match (f, g) {
+                (Some(f), Some(g)) if f > 0.0 => Some(g / f),
+                _ => None,
+            };
+            let (tgt, met) = match target {
+                Target::None => (String::new(), String::new()),
+                Target::RatioAtLeast(t) => (format!("≥ {t:.2}×"), yes_no(ratio.map(|r| r >= t))),
+                Target::RatioAtMost(t) => (format!("≤ {t:.2}×"), yes_no(ratio.map(|r| r <= t))),
+                Target::AbsAtMost(t, unit) => (format!("≤ {t} {unit}"), yes_no(g.map(|g| g <= t))),
+            };
+            format!(
+                "| {} | {} | {label} | {} | {} | {} | {tgt} | {met} |",
+                if i == 0 {
+                    p.key.to_string()
+                } else {
+                    String::new()
+                },
+                if i == 0 { p.what.as_str() } else { "" },
+                fmt_num(f),
+                fmt_num(g),
+                ratio.map_or("—".to_owned(), |r| format!("{r:.2}")),
+            )
+        })
+        .collect()
+}
+
+fn yes_no(v: Option<bool>) -> String {
+    match v {
+        Some(true) => "yes".into(),
+        Some(false) => "**no**".into(),
+        None => "—".into(),
+    }
+}

@@ -1,0 +1,35 @@
+//! # gotalk-bench
+//!
+//! Benchmarks of gotalk-rs (see `BENCHMARKS.md` at the repository root for how to run them and
+//! what they measured):
+//!
+//! - `benches/codec.rs`: criterion micro-benchmarks of the frame codec (encode and decode of 16 B
+//!   and 1 MiB messages, in messages/s and bytes/s);
+//! - the end-to-end echo matrix: [`echo-server`](../src/bin/echo-server.rs) and
+//!   [`load-gen`](../src/bin/load-gen.rs) run as separate processes on loopback, and
+//!   [`matrix`](../src/bin/matrix.rs) (started by `bench/matrix.sh`) runs every point against
+//!   gotalk and against the *floor* and prints a markdown table with ratios.
+//!
+//! The **floor** ([`floor`]) is the least any RPC over one TCP connection can cost: a minimal
+//! tokio echo of length-prefixed frames (4-byte big-endian length, then the payload), pipelined
+//! exactly like the gotalk load (N requests in flight per connection; each answer lets the next
+//! request go). It does no routing, no request IDs and no allocation per message.
+//!
+//! ## Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`args`] | the tiny `--flag value` parser the binaries share |
+//! | [`hist`] | a log-linear latency histogram (1.6 % resolution) |
+//! | [`load`] | load options, results and the `RESULT key=value` line the matrix parses |
+//! | [`floor`] | the floor: raw length-prefixed echo server and pipelined client |
+//! | [`echo`] | the gotalk echo server and pipelined client |
+//! | [`idle`] | idle connections and server RSS from `/proc` |
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod echo;
+pub mod floor;
+pub mod hist;
+pub mod idle;
+pub mod load;

@@ -1,0 +1,187 @@
+//! What a load run is asked to do, what it measured, and the one-line report the matrix parses.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::args::Args;
+use crate::hist::Histogram;
+
+/// One load run: `conns` connections, each with `inflight` echo requests of `size` bytes
+/// outstanding at all times, for `duration` after a `warmup`.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Connections to open.
+    pub conns: usize,
+    /// Requests in flight per connection.
+    pub inflight: usize,
+    /// Payload bytes per request (the echo returns as many).
+    pub size: usize,
+    /// How long to measure.
+    pub duration: Duration,
+    /// How long to run before measuring (connections warm, buffers grown).
+    pub warmup: Duration,
+}
+
+impl LoadOptions {
+    /// From `--conns --inflight --size --duration --warmup` (seconds, fractions allowed).
+    pub fn from_args(a: &Args) -> LoadOptions {
+        LoadOptions {
+            conns: a.get("conns", 1usize).max(1),
+            inflight: a.get("inflight", 1usize).max(1),
+            size: a.get("size", 16usize),
+            duration: Duration::from_secs_f64(a.get("duration", 3.0f64)),
+            warmup: Duration::from_secs_f64(a.get("warmup", 0.5f64)),
+        }
+    }
+}
+
+/// Tells the request loops whether to count, and when to stop.
+#[derive(Debug, Default)]
+pub struct Control {
+    recording: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Control {
+    /// Whether results are being counted now.
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Whether the loops should stop sending.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Warms up, measures for `opts.duration`, then tells the loops to stop. Returns the
+    /// length of the measured window.
+    pub async fn run(self: &Arc<Self>, opts: &LoadOptions) -> Duration {
+        tokio::time::sleep(opts.warmup).await;
+        self.recording.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        tokio::time::sleep(opts.duration).await;
+        self.recording.store(false, Ordering::Relaxed);
+        let window = t0.elapsed();
+        self.stop.store(true, Ordering::Relaxed);
+        window
+    }
+}
+
+/// What one request loop measured.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Latencies of the requests completed while recording.
+    pub hist: Histogram,
+    /// Answers whose payload was not the request's (must stay 0).
+    pub bad: u64,
+}
+
+impl Tally {
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &Tally) {
+        self.hist.merge(&other.hist);
+        self.bad += other.bad;
+    }
+}
+
+/// The outcome of a load run.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// `floor`, `gotalk` or `ws`.
+    pub proto: String,
+    /// The options it ran with.
+    pub opts: LoadOptions,
+    /// Length of the measured window.
+    pub window: Duration,
+    /// Everything counted in the window.
+    pub tally: Tally,
+}
+
+impl LoadResult {
+    /// Completed requests per second.
+    pub fn rps(&self) -> f64 {
+        self.tally.hist.count() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Echoed payload megabytes (10^6 bytes) per second, one direction.
+    pub fn mbps(&self) -> f64 {
+        self.rps() * self.opts.size as f64 / 1e6
+    }
+}
+
+impl fmt::Display for LoadResult {
+    /// `RESULT proto=.. conns=.. inflight=.. size=.. secs=.. requests=.. rps=.. mbps=..
+    /// p50_us=.. p90_us=.. p99_us=.. bad=..`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = |q| self.tally.hist.quantile(q).as_secs_f64() * 1e6;
+        write!(
+            f,
+            "RESULT proto={} conns={} inflight={} size={} secs={:.3} requests={} rps={:.0} \
+             mbps={:.1} p50_us={:.1} p90_us={:.1} p99_us={:.1} bad={}",
+            self.proto,
+            self.opts.conns,
+            self.opts.inflight,
+            self.opts.size,
+            self.window.as_secs_f64(),
+            self.tally.hist.count(),
+            self.rps(),
+            self.mbps(),
+            us(0.5),
+            us(0.9),
+            us(0.99),
+            self.tally.bad,
+        )
+    }
+}
+
+/// A payload of `size` bytes with a recognisable pattern.
+pub fn payload(size: usize) -> bytes::Bytes {
+    (0..size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Parses the `key=value` fields of a `RESULT` line.
+pub fn parse_result_line(line: &str) -> Option<Vec<(String, String)>> {
+    let rest = line.trim().strip_prefix("RESULT ")?;
+    Some(
+        rest.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_round_trips() {
+        let mut tally = Tally::default();
+        for _ in 0..10 {
+            tally.hist.record(Duration::from_micros(20));
+        }
+        let r = LoadResult {
+            proto: "floor".into(),
+            opts: LoadOptions {
+                conns: 1,
+                inflight: 4,
+                size: 1000,
+                duration: Duration::from_secs(1),
+                warmup: Duration::ZERO,
+            },
+            window: Duration::from_secs(2),
+            tally,
+        };
+        let kv = parse_result_line(&r.to_string()).unwrap();
+        let get = |k: &str| kv.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(get("rps"), "5");
+        assert_eq!(get("requests"), "10");
+        assert_eq!(get("mbps"), "0.0");
+        assert!(get("p50_us").starts_with("20."));
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmarks are not tests: this only checks that the criterion benches compile and that the
+# matrix runs end to end (bench/matrix.sh --smoke). No timing is asserted.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+passed=0
+failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then
+    echo "bench: $name ... ok"; passed=$((passed + 1))
+  else
+    echo "bench: $name ... FAILED"; failed=$((failed + 1))
+  fi
+}
+check "cargo bench --no-run" cargo bench --no-run -q -p gotalk-bench
+out=$(mktemp)
+check "matrix --smoke" bash -c "bench/matrix.sh --smoke | tee '$out'"
+# Every point of the smoke pass must have produced a floor and a gotalk figure.
+for p in a b c d e f; do
+  check "matrix point ($p) has figures" \
+    grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \|" "$out"
+done
+rm -f "$out"
+echo "RESULT passed=$passed failed=$failed"
+[ "$failed" -eq 0 ]
