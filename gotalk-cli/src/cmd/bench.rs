@@ -1,0 +1,119 @@
+//! `gotalk bench`: a load generator (the loop itself is `gotalk_cli::bench`).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use gotalk::Config;
+use gotalk_cli::bench::{payload_of_size, run as run_bench, Options, Progress};
+use gotalk_cli::util::read_payload_arg;
+
+use super::{duration_arg, fail, out_line, parse_addr, usage, ClientTls, CmdResult};
+
+pub const HELP: &str = "\
+Examples:
+  gotalk serve &   # a server with an echo operation on 127.0.0.1:1234
+  gotalk bench 127.0.0.1:1234 --conns 4 --inflight 16 --duration 5s
+  gotalk bench 127.0.0.1:1234 --size 1048576 --inflight 8 --json
+
+Each connection keeps --inflight requests outstanding for --duration. The payload is --size
+bytes (a JSON string, so JSON handlers accept it too) unless --payload is given. MB/s counts
+payload bytes in both directions. Exit code 1 if any request failed.";
+
+/// Arguments of `gotalk bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...)
+    pub addr: String,
+    /// Connections to open
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub conns: usize,
+    /// Requests kept in flight on each connection
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub inflight: usize,
+    /// Request payload size in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 16)]
+    pub size: usize,
+    /// Use this payload instead (text, @FILE or -)
+    #[arg(long, value_name = "PAYLOAD", conflicts_with = "size")]
+    pub payload: Option<String>,
+    /// How long to send requests (e.g. 300ms, 10s)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
+    pub duration: Duration,
+    /// The operation to call
+    #[arg(long, default_value = "echo")]
+    pub op: String,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+pub async fn run(a: BenchArgs) -> CmdResult {
+    parse_addr(&a.addr)?;
+    if a.conns == 0 || a.inflight == 0 {
+        return Err(usage("--conns and --inflight must be at least 1"));
+    }
+    let payload = match &a.payload {
+        Some(p) => Bytes::from(read_payload_arg(p).map_err(|e| usage(format!("--payload: {e}")))?),
+        None => payload_of_size(a.size),
+    };
+    let opts = Options {
+        addr: a.addr.clone(),
+        config: a.tls.apply(Config::new().heartbeat_interval(None))?,
+        conns: a.conns,
+        inflight: a.inflight,
+        payload,
+        duration: a.duration,
+        op: a.op.clone(),
+    };
+    let progress = Arc::new(Progress::default());
+    let live = std::io::stderr().is_terminal();
+    let ticker = live.then(|| {
+        let progress = progress.clone();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                t.tick().await;
+                let secs = start.elapsed().as_secs_f64();
+                let n = progress.requests.load(Ordering::Relaxed);
+                let errs = progress.errors.load(Ordering::Relaxed);
+                eprint!(
+                    "\r\x1b[2K{secs:6.1}s  {n:>10} requests  {:>10.0} req/s  {errs} errors",
+                    n as f64 / secs.max(1e-9)
+                );
+                let _ = std::io::stderr().flush();
+            }
+        })
+    });
+    let res = run_bench(&opts, progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprint!("\r\x1b[2K");
+    }
+    let report = res.map_err(|e| fail(format!("cannot connect to {}: {e}", a.addr)))?;
+    if a.json {
+        out_line(&serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        out_line(&report.text());
+    }
+    if report.errors > 0 || report.requests == 0 {
+        return Err(fail(format!(
+            "{} of {} requests failed{}",
+            report.errors,
+            report.errors + report.requests,
+            report
+                .first_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}

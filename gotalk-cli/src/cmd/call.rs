@@ -1,0 +1,253 @@
+//! `gotalk call` and `gotalk notify`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use gotalk::{Config, Error, Handlers, Sock};
+use gotalk_cli::util::read_payload_arg;
+use tokio::io::AsyncBufReadExt;
+
+use super::{duration_arg, err_line, fail, parse_addr, usage, ClientTls, CmdResult, Fail};
+
+pub const CALL_HELP: &str = "\
+Examples:
+  gotalk call localhost:1234 greet '{\"name\":\"Bob\"}'
+  gotalk call localhost:1234 echo --raw hello
+  gotalk call unix:///tmp/app.sock config @request.json
+  echo '{\"name\":\"Bob\"}' | gotalk call tls://example.com:443 greet -
+  printf 'a\\nb\\n' | gotalk call localhost:1234 stream-echo --stream
+
+The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise). An
+error result goes to stderr and the exit code is 1.";
+
+/// Arguments of `gotalk call`.
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...)
+    pub addr: String,
+    /// The operation to call
+    pub op: String,
+    /// The payload: JSON text, @FILE to read a file, - to read standard input (default: none)
+    pub payload: Option<String>,
+    /// Give up after this long (e.g. 500ms, 10s; 0 waits forever)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
+    pub timeout: Duration,
+    /// Send the payload as it is (not checked as JSON) and print the result bytes unchanged
+    #[arg(long)]
+    pub raw: bool,
+    /// Streaming request: send each line of standard input as a part (after PAYLOAD, if given)
+    /// and print result parts as they arrive
+    #[arg(long)]
+    pub stream: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// Arguments of `gotalk notify`.
+#[derive(Args, Debug)]
+pub struct NotifyArgs {
+    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...)
+    pub addr: String,
+    /// The notification name
+    pub name: String,
+    /// The payload: JSON text, @FILE to read a file, - to read standard input (default: none)
+    pub payload: Option<String>,
+    /// Send the payload as it is (not checked as JSON)
+    #[arg(long)]
+    pub raw: bool,
+    /// Give up after this long (e.g. 500ms, 10s; 0 waits forever)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+fn payload(arg: Option<&str>, raw: bool) -> Result<Bytes, Fail> {
+    let Some(arg) = arg else {
+        return Ok(Bytes::new());
+    };
+    let bytes = read_payload_arg(arg).map_err(|e| usage(format!("cannot read payload: {e}")))?;
+    if !raw && !bytes.is_empty() {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            return Err(usage(format!(
+                "the payload is not valid JSON ({e}); pass --raw to send it as it is"
+            )));
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Our side's handlers while calling: show what the peer sends us on stderr.
+fn client_config(tls: &ClientTls) -> Result<Config, Fail> {
+    let mut h = Handlers::new();
+    h.handle_buffer_notification("", |_sock, name, payload| {
+        err_line(&format!(
+            "notification {name}: {}",
+            String::from_utf8_lossy(&payload)
+        ));
+    });
+    tls.apply(Config::new().handlers(h).heartbeat_interval(None))
+}
+
+async fn with_timeout<T>(
+    t: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, Fail>>,
+) -> Result<T, Fail> {
+    if t.is_zero() {
+        return f.await;
+    }
+    match tokio::time::timeout(t, f).await {
+        Ok(r) => r,
+        Err(_) => Err(fail(format!("timed out after {t:?} {what}"))),
+    }
+}
+
+async fn connect(addr: &str, config: &Config) -> Result<Sock, Fail> {
+    parse_addr(addr)?;
+    gotalk::connect_with(addr, config)
+        .await
+        .map_err(|e| fail(format!("cannot connect to {addr}: {e}")))
+}
+
+fn request_error(op: &str, e: Error) -> Fail {
+    match e {
+        Error::Remote(msg) => fail(format!("{op}: error result: {msg}")),
+        Error::Retry { wait, message } => fail(format!(
+            "{op}: the peer asked to retry after {wait:?}: {message}"
+        )),
+        e => fail(format!("{op}: {e}")),
+    }
+}
+
+/// Prints a result: pretty JSON when it parses (and not `raw`), the bytes otherwise.
+fn print_result(bytes: &[u8], raw: bool) {
+    let mut out = std::io::stdout().lock();
+    if !raw && !bytes.is_empty() {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            );
+            let _ = out.flush();
+            return;
+        }
+    }
+    let _ = out.write_all(bytes);
+    if !raw && !bytes.ends_with(b"\n") && !bytes.is_empty() && std::io::stdout().is_terminal() {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+async fn close(sock: &Sock) {
+    sock.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), sock.closed()).await;
+}
+
+pub async fn call(a: CallArgs) -> CmdResult {
+    let config = client_config(&a.tls)?;
+    if a.stream {
+        return stream(a, config).await;
+    }
+    let payload = payload(a.payload.as_deref(), a.raw)?;
+    let out = with_timeout(a.timeout, &format!("calling {}", a.op), async {
+        let sock = connect(&a.addr, &config).await?;
+        let res = sock.buffer_request(&a.op, payload).await;
+        close(&sock).await;
+        res.map_err(|e| request_error(&a.op, e))
+    })
+    .await?;
+    print_result(&out, a.raw);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream(a: CallArgs, config: Config) -> CmdResult {
+    // In a stream the first payload is a part like the others: sent as it is.
+    let first = payload(a.payload.as_deref(), true)?;
+    let sock = with_timeout(a.timeout, "connecting", connect(&a.addr, &config)).await?;
+    let (mut tx, mut rx) = sock
+        .stream_request(&a.op)
+        .await
+        .map_err(|e| request_error(&a.op, e))?;
+    let op = a.op.clone();
+    let sender = tokio::spawn(async move {
+        if !first.is_empty() {
+            tx.write(first).await?;
+        }
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await? {
+            if line.is_empty() {
+                continue; // an empty part would end the stream
+            }
+            tx.write(line.into_bytes()).await?;
+        }
+        tx.end().await?;
+        Ok::<_, Error>(())
+    });
+    let mut sender = Some(sender);
+    let result = loop {
+        let next = match (&mut sender, a.timeout.is_zero()) {
+            // Once our side has ended, the rest of the answer must come within the timeout.
+            (None, false) => match tokio::time::timeout(a.timeout, rx.recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    break Err(fail(format!(
+                        "timed out after {:?} waiting for {op}",
+                        a.timeout
+                    )))
+                }
+            },
+            (Some(s), _) => {
+                tokio::select! {
+                    r = rx.recv() => r,
+                    done = s => {
+                        sender = None;
+                        match done {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => break Err(request_error(&op, e)),
+                            Err(e) => break Err(fail(format!("sending stream parts: {e}"))),
+                        }
+                    }
+                }
+            }
+            (None, true) => rx.recv().await,
+        };
+        match next {
+            Ok(Some(part)) => {
+                print_result(&part, a.raw);
+                if !a.raw && !part.ends_with(b"\n") && !std::io::stdout().is_terminal() {
+                    // One part per line, like the lines that went in.
+                    let _ = std::io::stdout().write_all(b"\n");
+                }
+            }
+            Ok(None) => break Ok(ExitCode::SUCCESS),
+            Err(e) => break Err(request_error(&op, e)),
+        }
+    };
+    if let Some(s) = sender {
+        s.abort();
+    }
+    close(&sock).await;
+    result
+}
+
+pub async fn notify(a: NotifyArgs) -> CmdResult {
+    let config = client_config(&a.tls)?;
+    let payload = payload(a.payload.as_deref(), a.raw)?;
+    with_timeout(a.timeout, &format!("sending {}", a.name), async {
+        let sock = connect(&a.addr, &config).await?;
+        sock.buffer_notify(&a.name, payload)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", a.name)))?;
+        // Closing flushes what is queued before the connection ends.
+        close(&sock).await;
+        Ok(())
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

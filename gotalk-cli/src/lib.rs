@@ -1,0 +1,18 @@
+//! The library half of the `gotalk` command-line tool.
+//!
+//! The binary (`src/main.rs` and `src/cmd/`) parses arguments and wires these modules together;
+//! what is worth reusing lives here:
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`pretty`] | the one message printer used by `proxy`, `listen` and `decode`: text (coloured on a terminal) or JSON lines |
+//! | [`wire`] | decoding a captured byte stream (or a conformance transcript) and saying where and why it stops being valid |
+//! | [`bench`] | the load loop behind `gotalk bench`: connections × requests in flight, latency histogram, report |
+//! | [`util`] | small shared helpers: durations such as `300ms`, payload arguments (`@file`, `-`) |
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod pretty;
+pub mod util;
+pub mod wire;
