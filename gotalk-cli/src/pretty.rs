@@ -433,10 +433,27 @@ impl Printer {
 /// Text for a terminal: valid UTF-8 is kept (with control characters escaped), other bytes
 /// become `\xNN`.
 fn escape_text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.escape_debug().to_string(),
-        Err(_) => escape(bytes),
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return escape(bytes);
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() && c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
+    out
 }
 
 #[cfg(test)]
