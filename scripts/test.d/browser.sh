@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Browser end-to-end tests: gotalk.js in headless Chromium (driven by playwright-core) against
+# the Rust WebSocket server (examples websocket-test-server and websocket-chat).
+# Installs what it needs: Debian's chromium when /usr/bin/chromium is missing, npm packages.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+result() { echo "RESULT passed=$1 failed=$2"; exit "$3"; }
+
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
+  echo "installing chromium (apt-get)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/tmp/gotalk-apt-chromium.log 2>&1; then
+    tail -20 /tmp/gotalk-apt-chromium.log
+    echo "could not install chromium"; result 0 1 1
+  fi
+fi
+
+cd "$ROOT/gotalk/js/e2e"
+if [ ! -d node_modules/playwright-core ]; then
+  echo "installing playwright-core (npm ci)"
+  if ! npm ci --no-audit --no-fund >/tmp/gotalk-e2e-npm.log 2>&1; then
+    tail -20 /tmp/gotalk-e2e-npm.log
+    echo "npm ci failed"; result 0 1 1
+  fi
+fi
+
+cd "$ROOT"
+echo "building the test servers"
+if ! cargo build --release -q -p gotalk --example websocket-test-server --example websocket-chat; then
+  echo "cargo build failed"; result 0 1 1
+fi
+
+cd "$ROOT/gotalk/js/e2e"
+out=$(mktemp)
+timeout 600 node --test --test-concurrency=1 ./*.test.js 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+p=$(grep -E '^# pass [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
+f=$(grep -E '^# fail [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
+rm -f "$out"
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+result "$p" "$f" "$rc"
