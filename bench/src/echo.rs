@@ -36,7 +36,7 @@ pub async fn load(proto: &str, addr: &str, opts: &LoadOptions) -> gotalk::Result
             )));
         }
     }
-    let window = ctl.run(opts).await;
+    let (window, cpu) = ctl.run(opts).await;
     let mut tally = Tally::default();
     for t in tasks {
         tally.merge(&t.await.expect("request loop task")?);
@@ -49,6 +49,7 @@ pub async fn load(proto: &str, addr: &str, opts: &LoadOptions) -> gotalk::Result
         opts: opts.clone(),
         window,
         tally,
+        cpu,
     })
 }
 
@@ -84,6 +85,7 @@ mod tests {
             size: 3000,
             duration: Duration::from_millis(100),
             warmup: Duration::from_millis(10),
+            server_pid: None,
         };
         let r = load("gotalk", &addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);

@@ -82,7 +82,7 @@ pub async fn load(addr: &str, opts: &LoadOptions) -> std::io::Result<LoadResult>
         .into_iter()
         .map(|s| tokio::spawn(client_conn(s, opts.inflight, frame.clone(), ctl.clone())))
         .collect();
-    let window = ctl.run(opts).await;
+    let (window, cpu) = ctl.run(opts).await;
     let mut tally = Tally::default();
     for t in tasks {
         tally.merge(&t.await.expect("floor client task")?);
@@ -92,6 +92,7 @@ pub async fn load(addr: &str, opts: &LoadOptions) -> std::io::Result<LoadResult>
         opts: opts.clone(),
         window,
         tally,
+        cpu,
     })
 }
 
@@ -193,6 +194,7 @@ mod tests {
             size: 100,
             duration: std::time::Duration::from_millis(100),
             warmup: std::time::Duration::from_millis(10),
+            server_pid: None,
         };
         let r = load(&addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);

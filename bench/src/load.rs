@@ -22,6 +22,8 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// How long to run before measuring (connections warm, buffers grown).
     pub warmup: Duration,
+    /// The server's process ID, to report the CPU time it spent (`--server-pid`).
+    pub server_pid: Option<u32>,
 }
 
 impl LoadOptions {
@@ -33,6 +35,7 @@ impl LoadOptions {
             size: a.get("size", 16usize),
             duration: Duration::from_secs_f64(a.get("duration", 3.0f64)),
             warmup: Duration::from_secs_f64(a.get("warmup", 0.5f64)),
+            server_pid: Some(a.get("server-pid", 0u32)).filter(|&p| p != 0),
         }
     }
 }
@@ -56,18 +59,58 @@ impl Control {
     }
 
     /// Warms up, measures for `opts.duration`, then tells the loops to stop. Returns the
-    /// length of the measured window.
-    pub async fn run(self: &Arc<Self>, opts: &LoadOptions) -> Duration {
+    /// length of the measured window and the CPU time spent in it.
+    pub async fn run(self: &Arc<Self>, opts: &LoadOptions) -> (Duration, CpuUse) {
         tokio::time::sleep(opts.warmup).await;
+        let cpu0 = CpuUse::now(opts.server_pid);
         self.recording.store(true, Ordering::Relaxed);
         let t0 = Instant::now();
         tokio::time::sleep(opts.duration).await;
         self.recording.store(false, Ordering::Relaxed);
         let window = t0.elapsed();
+        let cpu = CpuUse::now(opts.server_pid).since(&cpu0);
         self.stop.store(true, Ordering::Relaxed);
-        window
+        (window, cpu)
     }
 }
+
+/// CPU time (on all threads) of the server and of this load process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuUse {
+    /// The server's, if its process ID is known.
+    pub server: Option<Duration>,
+    /// This process's.
+    pub client: Option<Duration>,
+}
+
+impl CpuUse {
+    fn now(server_pid: Option<u32>) -> CpuUse {
+        CpuUse {
+            server: server_pid.and_then(|p| cpu_time(&p.to_string())),
+            client: cpu_time("self"),
+        }
+    }
+
+    fn since(&self, earlier: &CpuUse) -> CpuUse {
+        let d = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
+        CpuUse {
+            server: d(self.server, earlier.server),
+            client: d(self.client, earlier.client),
+        }
+    }
+}
+
+/// Time on CPU of every thread of process `pid`, from `/proc/PID/task/*/schedstat` (ns).
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+impl Control {}
 
 /// What one request loop measured.
 #[derive(Debug, Default, Clone)]
@@ -97,6 +140,8 @@ pub struct LoadResult {
     pub window: Duration,
     /// Everything counted in the window.
     pub tally: Tally,
+    /// CPU time spent in the window.
+    pub cpu: CpuUse,
 }
 
 impl LoadResult {
@@ -109,6 +154,13 @@ impl LoadResult {
     pub fn mbps(&self) -> f64 {
         self.rps() * self.opts.size as f64 / 1e6
     }
+
+    /// CPU microseconds per request: (server, client); 0 where unknown.
+    pub fn cpu_per_request_us(&self) -> (f64, f64) {
+        let n = self.tally.hist.count().max(1) as f64;
+        let per = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e6 / n);
+        (per(self.cpu.server), per(self.cpu.client))
+    }
 }
 
 impl fmt::Display for LoadResult {
@@ -119,7 +171,8 @@ impl fmt::Display for LoadResult {
         write!(
             f,
             "RESULT proto={} conns={} inflight={} size={} secs={:.3} requests={} rps={:.0} \
-             mbps={:.1} p50_us={:.1} p90_us={:.1} p99_us={:.1} bad={}",
+             mbps={:.1} p50_us={:.1} p90_us={:.1} p99_us={:.1} server_cpu_us={:.3} \
+             client_cpu_us={:.3} bad={}",
             self.proto,
             self.opts.conns,
             self.opts.inflight,
@@ -131,6 +184,8 @@ impl fmt::Display for LoadResult {
             us(0.5),
             us(0.9),
             us(0.99),
+            self.cpu_per_request_us().0,
+            self.cpu_per_request_us().1,
             self.tally.bad,
         )
     }
@@ -173,9 +228,11 @@ mod tests {
                 size: 1000,
                 duration: Duration::from_secs(1),
                 warmup: Duration::ZERO,
+                server_pid: None,
             },
             window: Duration::from_secs(2),
             tally,
+            cpu: CpuUse::default(),
         };
         let kv = parse_result_line(&r.to_string()).unwrap();
         let get = |k: &str| kv.iter().find(|(kk, _)| kk == k).unwrap().1.clone();

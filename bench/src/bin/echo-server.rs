@@ -1,11 +1,12 @@
 //! The echo server of the benchmark matrix, run as its own process.
 //!
 //! ```text
-//! echo-server --proto floor|gotalk [--addr 127.0.0.1:0]
+//! echo-server --proto floor|gotalk|ws [--addr 127.0.0.1:0]
 //! ```
-//! Prints `LISTENING <host:port>` once it accepts connections, then serves until killed.
-//! `gotalk` serves a buffer operation `echo` with default limits and heartbeats; `floor` serves
-//! the raw length-prefixed echo (see `gotalk_bench::floor`).
+//! Prints `LISTENING <address>` once it accepts connections (`host:port`, or for `ws` the
+//! `ws://host:port/gotalk/` URL), then serves until killed. `gotalk` serves a buffer operation
+//! `echo` over TCP with default limits and heartbeats, `ws` the same over WebSocket; `floor`
+//! serves the raw length-prefixed echo (see `gotalk_bench::floor`).
 
 use std::io::Write;
 
@@ -26,7 +27,12 @@ async fn main() {
                 fail(&format!("accept: {e}"));
             }
         }
-        "gotalk" => {
+        "gotalk" | "ws" => {
+            let addr = if proto == "ws" {
+                format!("ws://{addr}/gotalk/")
+            } else {
+                addr
+            };
             let server = gotalk::Server::bind(&addr, gotalk_bench::echo::server_config())
                 .await
                 .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
@@ -34,7 +40,7 @@ async fn main() {
             announce(a.strip_prefix("tcp://").unwrap_or(&a));
             std::future::pending::<()>().await;
         }
-        other => fail(&format!("unknown --proto {other:?} (floor, gotalk)")),
+        other => fail(&format!("unknown --proto {other:?} (floor, gotalk, ws)")),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The load generator of the benchmark matrix, run as its own process.
 //!
 //! ```text
-//! load-gen --proto floor|gotalk --addr HOST:PORT [--conns 1] [--inflight 1] [--size 16]
+//! load-gen --proto floor|gotalk|ws --addr ADDRESS [--conns 1] [--inflight 1] [--size 16]
 //!          [--duration 3] [--warmup 0.5]
-//! load-gen --proto floor|gotalk --addr HOST:PORT --idle N --server-pid PID
+//! load-gen --proto floor|gotalk|ws --addr ADDRESS --idle N --server-pid PID
 //! ```
+//! ADDRESS is what `echo-server` printed (`host:port`, or a `ws://` URL for `ws`).
 //! The first form keeps `inflight` echo requests of `size` bytes outstanding on each of
 //! `conns` connections and prints one line
 //! `RESULT proto=.. rps=.. mbps=.. p50_us=.. p90_us=.. p99_us=.. ...`.
@@ -26,8 +27,8 @@ async fn main() {
         .to_owned();
     let gotalk = match proto.as_str() {
         "floor" => false,
-        "gotalk" => true,
-        other => fail(&format!("unknown --proto {other:?} (floor, gotalk)")),
+        "gotalk" | "ws" => true,
+        other => fail(&format!("unknown --proto {other:?} (floor, gotalk, ws)")),
     };
     let idle_n: usize = args.get("idle", 0);
     if idle_n > 0 {

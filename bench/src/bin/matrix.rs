@@ -3,6 +3,8 @@
 //! ```text
 //! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdef] [--smoke]
 //! ```
+//! Points: (a)–(e) echo loads, (f) server memory per idle connection, (g) the loads of (b) and
+//! (e) over WebSocket (compared with the TCP floor: the floor is what the machine can do).
 //! Every point runs twice, against the floor and against gotalk, each time with a fresh
 //! `echo-server` process and a `load-gen` process (both found next to this binary), so server
 //! and client never share a runtime. Figures are absolute and as a ratio gotalk / floor from
@@ -76,30 +78,42 @@ fn main() {
     let mut rows = Vec::new();
     let mut failures = 0;
     let mut ok = 0;
-    for p in points.iter().filter(|p| only.contains(p.key)) {
-        let mut results: Vec<Option<Fields>> = Vec::new();
-        for proto in ["floor", "gotalk"] {
-            eprintln!("({}) {} — {proto}", p.key, p.what);
-            match run(&bin_dir, proto, p, secs, warmup) {
-                Ok(f) => {
-                    ok += 1;
-                    results.push(Some(f));
-                }
-                Err(e) => {
-                    eprintln!("  FAILED: {e}");
-                    failures += 1;
-                    results.push(None);
-                }
-            }
+    let mut floors: HashMap<char, Option<Fields>> = HashMap::new();
+    let mut measure = |proto: &str, p: &Point| match run(&bin_dir, proto, p, secs, warmup) {
+        Ok(f) => {
+            ok += 1;
+            Some(f)
         }
-        rows.extend(table_rows(p, &results[0], &results[1]));
+        Err(e) => {
+            eprintln!("  FAILED: {e}");
+            failures += 1;
+            None
+        }
+    };
+    for p in points.iter().filter(|p| only.contains(p.key)) {
+        eprintln!("({}) {} — floor", p.key, p.what);
+        let floor = measure("floor", p);
+        eprintln!("({}) {} — gotalk", p.key, p.what);
+        let gotalk = measure("gotalk", p);
+        rows.extend(table_rows(p.key, &p.what, p.key, &floor, &gotalk));
+        floors.insert(p.key, floor);
     }
     if only.contains('g') {
-        rows.push(
-            "| g | WebSocket echo for (b) and (e) | | | | | | not run: the WebSocket \
-             transport is not in this build |"
-                .to_owned(),
-        );
+        // The same echo over WebSocket, against the TCP floor of (b) and (e).
+        for base in ['b', 'e'] {
+            let p = points.iter().find(|p| p.key == base).expect("listed");
+            let floor = match floors.remove(&base) {
+                Some(f) => f,
+                None => {
+                    eprintln!("({base}) {} — floor", p.what);
+                    measure("floor", p)
+                }
+            };
+            eprintln!("(g) {} — gotalk over WebSocket", p.what);
+            let ws = measure("ws", p);
+            let what = format!("({base}) over WebSocket");
+            rows.extend(table_rows('g', &what, base, &floor, &ws));
+        }
     }
 
     println!("| point | what | metric | floor | gotalk | gotalk / floor | target | met |");
@@ -167,6 +181,7 @@ fn run(bin_dir: &Path, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result
             cmd.args(["--size", &p.size.to_string()]);
             cmd.args(["--duration", &secs.to_string()]);
             cmd.args(["--warmup", &warmup.to_string()]);
+            cmd.args(["--server-pid", &server.0.id().to_string()]);
         }
     }
     let out = cmd
@@ -199,7 +214,8 @@ fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "—".to_owned(),
         Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
     }
 }
 
@@ -211,40 +227,57 @@ enum Target {
     AbsAtMost(f64, &'static str),
 }
 
-fn table_rows(p: &Point, floor: &Option<Fields>, gotalk: &Option<Fields>) -> Vec<String> {
-    let metrics: Vec<(&str, &str, Target)> = match p.key {
+/// The table rows of point `key`, with the metrics and targets of point `kind`.
+fn table_rows(
+    key: char,
+    what: &str,
+    kind: char,
+    floor: &Option<Fields>,
+    gotalk: &Option<Fields>,
+) -> Vec<String> {
+    let metrics: Vec<(&str, &str, Target)> = match kind {
         'a' => vec![
             ("req/s", "rps", Target::None),
             ("p50 µs", "p50_us", Target::RatioAtMost(1.3)),
             ("p99 µs", "p99_us", Target::None),
+            ("server CPU µs/req", "server_cpu_us", Target::None),
         ],
         'b' => vec![
             ("req/s", "rps", Target::RatioAtLeast(0.25)),
             ("p50 µs", "p50_us", Target::None),
+            ("server CPU µs/req", "server_cpu_us", Target::None),
+            ("client CPU µs/req", "client_cpu_us", Target::None),
         ],
         'c' => vec![
             ("req/s", "rps", Target::RatioAtLeast(0.15)),
             ("p50 µs", "p50_us", Target::None),
+            ("server CPU µs/req", "server_cpu_us", Target::None),
+            ("client CPU µs/req", "client_cpu_us", Target::None),
         ],
         'd' => vec![
             ("req/s", "rps", Target::RatioAtLeast(0.35)),
             ("p50 µs", "p50_us", Target::None),
+            ("server CPU µs/req", "server_cpu_us", Target::None),
+            ("client CPU µs/req", "client_cpu_us", Target::None),
         ],
         'e' => vec![
             ("MB/s", "mbps", Target::RatioAtLeast(0.70)),
             ("p50 µs", "p50_us", Target::None),
+            ("server CPU µs/req", "server_cpu_us", Target::None),
+            ("client CPU µs/req", "client_cpu_us", Target::None),
         ],
         _ => vec![("KiB / conn", "kib_per_conn", Target::AbsAtMost(6.0, "KiB"))],
     };
     metrics
         .into_iter()
         .enumerate()
-        .map(|(i, (label, key, target))| {
-            let (f, g) = (num(floor, key), num(gotalk, key));
+        .map(|(i, (label, field, target))| {
+            let (f, g) = (num(floor, field), num(gotalk, field));
             let ratio = match (f, g) {
                 (Some(f), Some(g)) if f > 0.0 => Some(g / f),
                 _ => None,
             };
+            let target = if key == 'g' { Target::None } else { target };
             let (tgt, met) = match target {
                 Target::None => (String::new(), String::new()),
                 Target::RatioAtLeast(t) => (format!("≥ {t:.2}×"), yes_no(ratio.map(|r| r >= t))),
@@ -254,11 +287,11 @@ fn table_rows(p: &Point, floor: &Option<Fields>, gotalk: &Option<Fields>) -> Vec
             format!(
                 "| {} | {} | {label} | {} | {} | {} | {tgt} | {met} |",
                 if i == 0 {
-                    p.key.to_string()
+                    key.to_string()
                 } else {
                     String::new()
                 },
-                if i == 0 { p.what.as_str() } else { "" },
+                if i == 0 { what } else { "" },
                 fmt_num(f),
                 fmt_num(g),
                 ratio.map_or("—".to_owned(), |r| format!("{r:.2}")),
