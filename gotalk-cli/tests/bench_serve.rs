@@ -172,6 +172,8 @@ async fn serve_demo_page_tcp_and_websocket() {
     .await
     .unwrap();
     assert!(status.contains("200"), "{status}");
+    // The hint on the page names the TCP address actually served.
+    assert!(page.contains(tcp.trim_start_matches("tcp://")), "{page}");
     assert!(
         page.contains("/gotalk/gotalk.js") && page.contains("chat/send"),
         "{page}"

@@ -147,24 +147,32 @@ fn config(chat: Arc<Chat>) -> Config {
 pub async fn run(a: ServeArgs) -> CmdResult {
     let chat = Arc::new(Chat::default());
     let config = config(chat);
+    let tcp = if a.tcp == "off" {
+        None
+    } else {
+        Some(
+            Server::bind(&a.tcp, config.clone())
+                .await
+                .map_err(|e| fail(format!("cannot listen on {}: {e}", a.tcp)))?,
+        )
+    };
+    // The page's hint names the TCP address actually served.
+    let page = match &tcp {
+        Some(s) => PAGE.replace(
+            "127.0.0.1:1234",
+            s.local_addr().to_string().trim_start_matches("tcp://"),
+        ),
+        None => PAGE.to_owned(),
+    };
     let app = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .merge(Endpoint::new(config.clone()).router("/gotalk/"));
+        .route("/", get(move || async move { Html(page) }))
+        .merge(Endpoint::new(config).router("/gotalk/"));
     let listener = tokio::net::TcpListener::bind(&a.http)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", a.http)))?;
     let http = listener
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", a.http)))?;
-    let tcp = if a.tcp == "off" {
-        None
-    } else {
-        Some(
-            Server::bind(&a.tcp, config)
-                .await
-                .map_err(|e| fail(format!("cannot listen on {}: {e}", a.tcp)))?,
-        )
-    };
     let web = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
