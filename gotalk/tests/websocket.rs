@@ -555,3 +555,91 @@ async fn max_connections_refuses_with_503() {
     assert!(ok.is_some(), "slot not released");
     task.abort();
 }
+
+// ---- wss:// ------------------------------------------------------------------------------
+
+#[cfg(feature = "tls")]
+mod wss {
+    use super::*;
+    use gotalk::transport::tls::{roots_from_pem, TlsClientConfig, TlsServerConfig};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use std::net::SocketAddr;
+
+    /// An axum listener that does the TLS handshake of every accepted connection.
+    struct TlsListener {
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let Ok((tcp, addr)) = self.tcp.accept().await else {
+                    continue;
+                };
+                if let Ok(tls) = self.acceptor.accept(tcp).await {
+                    return (tls, addr);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            self.tcp.local_addr()
+        }
+    }
+
+    /// A CA (PEM) and a leaf certificate for localhost signed by it (cert PEM, key PEM).
+    fn certs() -> (String, String, String) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        (ca_pem, leaf.pem(), leaf_key.serialize_pem())
+    }
+
+    #[tokio::test]
+    async fn wss_client_with_a_private_ca() {
+        let (ca, cert, key) = certs();
+        let server_tls = TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        let listener = TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: tokio_rustls::TlsAcceptor::from(server_tls),
+        };
+        let port = listener.tcp.local_addr().unwrap().port();
+        let app: axum::Router = Endpoint::new(server_config()).router("/gotalk/");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let url = format!("wss://localhost:{port}/gotalk/");
+
+        // Trusting only the private CA: works.
+        let tls = TlsClientConfig::new().trust_only(roots_from_pem(ca.as_bytes()).unwrap());
+        let config = Config::new().tls(tls).heartbeat_interval(None);
+        let sock = gotalk::connect_with(&url, &config).await.unwrap();
+        let out: serde_json::Value = sock
+            .request("greet", &Greet { name: "tls".into() })
+            .await
+            .unwrap();
+        assert_eq!(out["greeting"], "Hello tls");
+        let big = vec![7u8; 300_000];
+        assert_eq!(sock.buffer_request("echo", big.clone()).await.unwrap(), big);
+        sock.close();
+
+        // The default roots do not know the private CA: a TLS error, not a hang.
+        let err = gotalk::connect(&url).await.unwrap_err();
+        assert!(matches!(err, gotalk::Error::Tls(_)), "{err}");
+        task.abort();
+    }
+}
