@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`pretty`] | the one message printer used by `proxy`, `listen` and `decode`: text (coloured on a terminal) or JSON lines |
 //! | [`wire`] | decoding a captured byte stream (or a conformance transcript) and saying where and why it stops being valid |
-//! | [`bench`] | the load loop behind `gotalk bench`: connections × requests in flight, latency histogram, report |
+//! | [`mod@bench`] | the load loop behind `gotalk bench`: connections × requests in flight, latency histogram, report |
 //! | [`util`] | small shared helpers: durations such as `300ms`, payload arguments (`@file`, `-`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
