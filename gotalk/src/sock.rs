@@ -588,6 +588,23 @@ impl Sock {
             .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))
     }
 
+    /// Queues a request handler's final answer, giving its request slot back just before.
+    ///
+    /// The slot is held until the write queue has room: a peer that does not read its results
+    /// must not be able to make finished handlers pile up, each holding its result, beyond the
+    /// request limit. It is given back before the answer is queued, so a requestor that sends
+    /// its next request as soon as it has the result is not turned away.
+    async fn answer_and_release(&self, msg: Option<Message>, stream: bool) {
+        let permit = match &msg {
+            Some(_) if !self.is_closed() => self.inner.out.reserve().await.ok(),
+            _ => None,
+        };
+        self.inner.counters.release(stream);
+        if let (Some(permit), Some(msg)) = (permit, msg) {
+            permit.send(msg);
+        }
+    }
+
     /// Ends the connection: records `reason` (the first reason wins), fails every pending
     /// request, and tells the reader and writer to stop (the writer sends `last` first).
     pub(crate) fn shutdown(&self, reason: CloseReason, last: Option<Message>) {
@@ -953,9 +970,6 @@ impl Reader {
             let res = AssertUnwindSafe(handler(sock.clone(), op.clone(), payload))
                 .catch_unwind()
                 .await;
-            // Free the slot before answering, so a requestor that sends its next request as
-            // soon as it has the result is not turned away.
-            sock.inner.counters.release(false);
             let msg = match res {
                 Ok(Ok(out)) => Message::SingleResult { id, payload: out },
                 Ok(Err(e)) => handler_error(id, e),
@@ -965,7 +979,7 @@ impl Reader {
                     error_result(id, format!("handler panicked: {text}"))
                 }
             };
-            let _ = sock.send(msg).await;
+            sock.answer_and_release(Some(msg), false).await;
         });
     }
 
@@ -1018,25 +1032,20 @@ impl Reader {
             let res = AssertUnwindSafe(handler(sock.clone(), op.clone(), input, output))
                 .catch_unwind()
                 .await;
-            sock.inner.counters.release(true);
             let msg = match res {
-                Ok(Ok(())) => {
-                    if ended.swap(true, Ordering::AcqRel) {
-                        return;
-                    }
-                    Message::StreamResult {
-                        id,
-                        payload: Bytes::new(),
-                    }
-                }
-                Ok(Err(e)) => handler_error(id, e),
+                Ok(Ok(())) if ended.swap(true, Ordering::AcqRel) => None,
+                Ok(Ok(())) => Some(Message::StreamResult {
+                    id,
+                    payload: Bytes::new(),
+                }),
+                Ok(Err(e)) => Some(handler_error(id, e)),
                 Err(panic) => {
                     let text = panic_message(&panic);
                     tracing::error!(op = %op, "stream handler panicked: {text}");
-                    error_result(id, format!("handler panicked: {text}"))
+                    Some(error_result(id, format!("handler panicked: {text}")))
                 }
             };
-            let _ = sock.send(msg).await;
+            sock.answer_and_release(msg, true).await;
         });
         Ok(())
     }
