@@ -645,7 +645,15 @@ fn check_partial_hex(
 /// Builds a [`Message`] from a parsed header, the bytes holding the header (for the name) and the
 /// payload.
 pub fn message_from_parts(h: &RawHeader, header: &Bytes, payload: Bytes) -> Message {
-    let name = || Name::from_utf8_unchecked_len(header.slice(h.name.clone()));
+    // An empty name may come with an empty `header` (the decoder does not keep the header
+    // bytes then), so it must not be sliced out of it.
+    let name = || {
+        Name::from_utf8_unchecked_len(if h.name.is_empty() {
+            Bytes::new()
+        } else {
+            header.slice(h.name.clone())
+        })
+    };
     let id = h.id;
     match h.msg_type {
         MsgType::SingleRequest => Message::SingleRequest {
