@@ -21,7 +21,8 @@ Examples:
   printf 'a\\nb\\n' | gotalk call localhost:1234 stream-echo --stream
 
 The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise). An
-error result goes to stderr and the exit code is 1.";
+error result goes to stderr and the exit code is 1. Notifications the peer sends while the call
+is in progress are shown on stderr.";
 
 /// Arguments of `gotalk call`.
 #[derive(Args, Debug)]
