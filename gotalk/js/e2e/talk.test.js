@@ -41,6 +41,20 @@ test('the default responder address is where gotalk.js was loaded from', async (
   assert.equal(await page.evaluate(() => window.s.address()), addr);
 });
 
+test('loaded without a <script> URL (eval), gotalk.js still finds the mount', async () => {
+  // document.currentScript is null here, so the one-line prefix the server adds supplies the
+  // mount path instead.
+  const addr = await page.evaluate(async () => {
+    const text = await (await fetch('/gotalk/gotalk.js')).text();
+    const saved = window.gotalk;
+    (0, eval)(text);
+    const found = window.gotalk.defaultResponderAddress;
+    window.gotalk = saved;
+    return found;
+  });
+  assert.equal(addr, `ws://127.0.0.1:${server.port}/gotalk/`);
+});
+
 test('page -> server JSON request', async () => {
   const out = await page.evaluate(() => window.s.request('greet', { name: 'Chromium ✓' }));
   assert.deepEqual(out, { greeting: 'Hello Chromium ✓' });
