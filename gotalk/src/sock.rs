@@ -3,7 +3,9 @@
 //! Each connection runs two tasks:
 //! - the **reader** owns the read half and a `BytesMut`; it decodes every whole message the
 //!   buffer holds before reading again, completes our pending requests directly, runs
-//!   notification handlers in order, and spawns a task per incoming request;
+//!   notification handlers in order, and runs each incoming request's handler until it first
+//!   waits (answers of handlers that finish at once are queued together after each read; a
+//!   handler that waits goes on in a task of its own); an idle connection holds no read buffer;
 //! - the **writer** owns the write half and a bounded queue of outgoing messages; it drains
 //!   everything queued and writes it with vectored writes (small messages coalesced, large
 //!   payloads written from their own buffers, never copied), and sends heartbeats.
@@ -206,8 +208,26 @@ struct Closing {
     last: Option<Message>,
 }
 
+/// An item of the write queue.
+enum Out {
+    /// One message.
+    One(Message),
+    /// The answers the reader produced from one read, queued together so that they leave in
+    /// one write and wake the writer once.
+    Many(Vec<Message>),
+}
+
+impl Out {
+    fn messages(&self) -> &[Message] {
+        match self {
+            Out::One(m) => std::slice::from_ref(m),
+            Out::Many(v) => v,
+        }
+    }
+}
+
 struct Inner {
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Out>,
     pending: Mutex<Pending>,
     closing: watch::Sender<Option<Closing>>,
     /// Set once the writer has flushed and shut the transport down.
@@ -379,7 +399,12 @@ impl Sock {
             })
             .await?;
             let reply = rx.await;
-            drop(guard);
+            if reply.is_ok() {
+                // The reader took the entry out of the table before answering.
+                std::mem::forget(guard);
+            } else {
+                drop(guard);
+            }
             match reply {
                 Ok(Ok(Reply::Result(b))) => return Ok(b),
                 Ok(Ok(Reply::Error(text))) => {
@@ -583,7 +608,7 @@ impl Sock {
         }
         self.inner
             .out
-            .send(msg)
+            .send(Out::One(msg))
             .await
             .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))
     }
@@ -601,7 +626,7 @@ impl Sock {
         };
         self.inner.counters.release(stream);
         if let (Some(permit), Some(msg)) = (permit, msg) {
-            permit.send(msg);
+            permit.send(Out::One(msg));
         }
     }
 
@@ -687,6 +712,7 @@ async fn reader_task<R>(
     let limits = sock.inner.limits.clone();
     let mut reader = Reader {
         sock: sock.clone(),
+        answers: Vec::new(),
         decoder: Decoder::new(limits.get_max_payload()),
         streams: IncomingStreams::default(),
         handshake: Some(handshake),
@@ -702,17 +728,24 @@ async fn reader_task<R>(
     let stop = 'outer: loop {
         // Handle every whole message already buffered before reading again.
         let mut got = false;
-        loop {
+        let stop = loop {
             match reader.decoder.decode(&mut buf) {
                 Ok(Some(d)) => {
                     got = true;
                     if let Err(stop) = reader.handle(d).await {
-                        break 'outer stop;
+                        break Some(stop);
+                    }
+                    if reader.answers.len() >= BATCH {
+                        reader.flush_answers().await;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => break 'outer reader.decode_error(e),
+                Ok(None) => break None,
+                Err(e) => break Some(reader.decode_error(e)),
             }
+        };
+        reader.flush_answers().await;
+        if let Some(stop) = stop {
+            break 'outer stop;
         }
         if got {
             last_message = Instant::now();
@@ -722,13 +755,13 @@ async fn reader_task<R>(
             buf = BytesMut::new();
         }
         let want = reader.decoder.needed(&buf).max(READ_CHUNK);
-        if buf.capacity() - buf.len() < READ_CHUNK {
+        if !buf.is_empty() && buf.capacity() - buf.len() < READ_CHUNK {
             buf.reserve(want);
         }
         tokio::select! {
             biased;
             _ = closing.changed() => break Stop::Closing,
-            res = r.read_buf(&mut buf) => match res {
+            res = read_more(&mut r, &mut buf, want) => match res {
                 Ok(0) => {
                     let reason = if buf.is_empty() && !reader.decoder.is_discarding() {
                         CloseReason::PeerClosed
@@ -779,8 +812,45 @@ async fn reader_task<R>(
     }
 }
 
+/// Size of the buffer on the reader's stack that an idle connection reads into.
+const IDLE_READ: usize = 512;
+
+/// Reads more bytes into `buf`.
+///
+/// With nothing buffered and nothing waiting on the connection, the connection is idle: the
+/// buffer is given back and the read waits with a small buffer on the stack, so that idle
+/// connections hold no read buffer. The buffer is allocated again when bytes arrive.
+async fn read_more<R>(
+    r: &mut std::pin::Pin<Box<R>>,
+    buf: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<usize>
+where
+    R: AsyncRead + Send + ?Sized,
+{
+    if !buf.is_empty() {
+        return r.read_buf(buf).await;
+    }
+    if buf.capacity() >= READ_CHUNK {
+        // `read_buf` reads nothing unless it completes, so trying it once is harmless.
+        if let Some(res) = r.read_buf(buf).now_or_never() {
+            return res;
+        }
+    }
+    *buf = BytesMut::new();
+    let mut small = [0u8; IDLE_READ];
+    let n = r.read(&mut small).await?;
+    if n > 0 {
+        buf.reserve(want.max(n));
+        buf.extend_from_slice(&small[..n]);
+    }
+    Ok(n)
+}
+
 struct Reader {
     sock: Sock,
+    /// Answers of handlers that finished while the reader ran them, queued after each read.
+    answers: Vec<Message>,
     decoder: Decoder,
     streams: IncomingStreams,
     handshake: Option<oneshot::Sender<Result<()>>>,
@@ -965,22 +1035,44 @@ impl Reader {
                 return;
             }
         }
-        let sock = sock.clone();
-        tokio::spawn(async move {
-            let res = AssertUnwindSafe(handler(sock.clone(), op.clone(), payload))
-                .catch_unwind()
-                .await;
-            let msg = match res {
-                Ok(Ok(out)) => Message::SingleResult { id, payload: out },
-                Ok(Err(e)) => handler_error(id, e),
-                Err(panic) => {
-                    let text = panic_message(&panic);
-                    tracing::error!(op = %op, "request handler panicked: {text}");
-                    error_result(id, format!("handler panicked: {text}"))
-                }
-            };
-            sock.answer_and_release(Some(msg), false).await;
-        });
+        // Run the handler here until it first has to wait. Most handlers (an echo, a lookup)
+        // finish right away: their answer then joins the other answers to this read, with no
+        // task spawned and no wake-up of the writer per request. A handler that waits goes on
+        // in a task of its own (it re-registers its waker when that task polls it).
+        let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut fut = handler(sock.clone(), op.clone(), payload);
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            match fut.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(res) => Ok(res),
+                std::task::Poll::Pending => Err(fut),
+            }
+        }));
+        let res = match first {
+            Ok(Ok(res)) => Ok(res),
+            Ok(Err(fut)) => {
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let res = AssertUnwindSafe(fut).catch_unwind().await;
+                    let msg = request_answer(id, &op, res);
+                    sock.answer_and_release(Some(msg), false).await;
+                });
+                return;
+            }
+            Err(panic) => Err(panic),
+        };
+        // The reader waits for room in the write queue before it reads more, so a peer that
+        // does not read its answers still cannot make them pile up here.
+        sock.inner.counters.release(false);
+        self.answers.push(request_answer(id, &op, res));
+    }
+
+    /// Queues the answers collected from the last read.
+    async fn flush_answers(&mut self) {
+        if self.answers.is_empty() {
+            return;
+        }
+        let answers = std::mem::take(&mut self.answers);
+        let _ = self.sock.inner.out.send(Out::Many(answers)).await;
     }
 
     async fn start_stream(
@@ -1118,6 +1210,23 @@ fn retry_result(sock: &Sock, id: RequestId) -> Message {
     }
 }
 
+/// The answer to request `id` from its buffer handler's outcome (a result, an error, a panic).
+fn request_answer(
+    id: RequestId,
+    op: &Name,
+    res: std::thread::Result<std::result::Result<Bytes, crate::HandlerError>>,
+) -> Message {
+    match res {
+        Ok(Ok(out)) => Message::SingleResult { id, payload: out },
+        Ok(Err(e)) => handler_error(id, e),
+        Err(panic) => {
+            let text = panic_message(&panic);
+            tracing::error!(op = %op, "request handler panicked: {text}");
+            error_result(id, format!("handler panicked: {text}"))
+        }
+    }
+}
+
 fn handler_error(id: RequestId, e: crate::HandlerError) -> Message {
     match e.retry_wait() {
         Some(wait) => Message::RetryResult {
@@ -1151,14 +1260,16 @@ const BATCH: usize = 256;
 async fn writer_task<W>(
     sock: Sock,
     mut w: std::pin::Pin<Box<W>>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Out>,
     mut closing: watch::Receiver<Option<Closing>>,
     heartbeat_every: Option<Duration>,
 ) where
     W: AsyncWrite + Send + ?Sized,
 {
     let write_timeout = sock.inner.limits.get_write_timeout();
-    let mut batch: Vec<Message> = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
+    // Whether the last write carried more than one message.
+    let mut busy = false;
     let mut version = BytesMut::with_capacity(2);
     encode_version(&mut version, PROTOCOL_VERSION);
     let mut chunks = vec![version.freeze()];
@@ -1179,6 +1290,18 @@ async fn writer_task<W>(
                 if n == 0 {
                     break;
                 }
+                if n < BATCH && (n > 1 || busy || sock.requests_pending() > 1) {
+                    // Under load, let the tasks that are ready to run queue their messages
+                    // too, so that they leave in this write rather than in one write each.
+                    // (Not when messages come one at a time: that would only add latency.)
+                    tokio::task::yield_now().await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
             }
             _ = closing.changed() => {
                 // Flush what was queued before the close, then the last word, then stop.
@@ -1189,14 +1312,15 @@ async fn writer_task<W>(
                     }
                 }
                 let last = closing.borrow().as_ref().and_then(|c| c.last.clone());
-                batch.extend(last);
+                batch.extend(last.map(Out::One));
                 let _ = write_batch(&mut w, &batch, &mut chunks, write_timeout).await;
                 break;
             }
             _ = async { heartbeats.as_mut().expect("guarded").tick().await }, if heartbeats.is_some() => {
-                batch.push(heartbeat(sock.inner.heartbeat_load.load(Ordering::Relaxed)));
+                batch.push(Out::One(heartbeat(sock.inner.heartbeat_load.load(Ordering::Relaxed))));
             }
         }
+        busy = batch.len() > 1;
         if let Err(e) = write_batch(&mut w, &batch, &mut chunks, write_timeout).await {
             batch.clear();
             sock.shutdown(CloseReason::Io(e.to_string()), None);
@@ -1216,7 +1340,7 @@ async fn writer_task<W>(
 
 async fn write_batch<W>(
     w: &mut std::pin::Pin<Box<W>>,
-    batch: &[Message],
+    batch: &[Out],
     chunks: &mut Vec<Bytes>,
     timeout: Option<Duration>,
 ) -> std::io::Result<()>
@@ -1227,7 +1351,7 @@ where
         return Ok(());
     }
     let mut head = BytesMut::new();
-    for m in batch {
+    for m in batch.iter().flat_map(Out::messages) {
         m.encode_header(&mut head);
         let p = m.payload();
         if p.len() <= COPY_PAYLOAD_MAX {
