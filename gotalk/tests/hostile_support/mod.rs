@@ -206,6 +206,8 @@ pub struct ServerSpec {
     pub read_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub write_queue: Option<usize>,
+    /// Address to bind in the child (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0/gotalk/`.
+    pub bind: Option<String>,
 }
 
 impl ServerSpec {
@@ -234,6 +236,7 @@ impl ServerSpec {
             self.write_timeout_ms.map(|x| x.to_string()),
         );
         put("GT_WRITE_QUEUE", self.write_queue.map(|x| x.to_string()));
+        put("GT_BIND", self.bind.clone());
         v
     }
 
@@ -248,6 +251,7 @@ impl ServerSpec {
             read_timeout_ms: get("GT_READ_TIMEOUT_MS"),
             write_timeout_ms: get("GT_WRITE_TIMEOUT_MS"),
             write_queue: get("GT_WRITE_QUEUE"),
+            bind: get("GT_BIND"),
         }
     }
 
@@ -380,7 +384,8 @@ pub fn child_main() {
             .handlers(handlers(cell.clone()))
             .limits(spec.limits())
             .heartbeat_interval(None);
-        let server = Server::bind("127.0.0.1:0", config).await.expect("bind");
+        let bind = std::env::var("GT_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
+        let server = Server::bind(&bind, config).await.expect("bind");
         println!("LISTENING {}", server.local_addr());
         let _ = cell.set(server);
         // Serve until the parent closes our stdin.
