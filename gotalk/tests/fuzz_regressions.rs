@@ -54,3 +54,19 @@ async fn empty_operation_name_gets_unknown_operation() {
         .collect();
     assert_eq!(texts, vec!["unknown operation \"\"", "ok"], "{out:?}");
 }
+
+#[tokio::test]
+async fn fuzz_connection_crash_ffde5a36() {
+    // Found by the `connection` fuzz target within seconds on the code before the empty-name
+    // fix (artifact crash-ffde5a36ca4f15ca88c090faf9bb199965078483): the `s` with an empty
+    // name behind a run of requests panicked the reader, which the core turned into
+    // ProtocolError 0.
+    let input = b"01recho005greet000000058\x00{01recAA00bstream-echo00000000sAAAA00bstream-echo0000000Eb00001r\x00\x00\x00\x00005sleep0000000000000s\"m\"Rasm<\x9a";
+    let out = feed(input).await;
+    assert!(
+        !out.contains(&Message::ProtocolError {
+            code: gotalk::ProtocolErrorCode::ABNORMAL
+        }),
+        "the connection broke down: {out:?}"
+    );
+}
