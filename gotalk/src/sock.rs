@@ -713,6 +713,7 @@ async fn reader_task<R>(
     let mut reader = Reader {
         sock: sock.clone(),
         answers: Vec::new(),
+        held: 0,
         decoder: Decoder::new(limits.get_max_payload()),
         streams: IncomingStreams::default(),
         handshake: Some(handshake),
@@ -851,6 +852,8 @@ struct Reader {
     sock: Sock,
     /// Answers of handlers that finished while the reader ran them, queued after each read.
     answers: Vec<Message>,
+    /// Request slots still held by answers in `answers`.
+    held: u32,
     decoder: Decoder,
     streams: IncomingStreams,
     handshake: Option<oneshot::Sender<Result<()>>>,
@@ -1060,9 +1063,9 @@ impl Reader {
             }
             Err(panic) => Err(panic),
         };
-        // The reader waits for room in the write queue before it reads more, so a peer that
-        // does not read its answers still cannot make them pile up here.
-        sock.inner.counters.release(false);
+        // The answer keeps its request slot until it is queued (see `flush_answers`): a burst
+        // of requests in one read must not pile up more answers than the request limit allows.
+        self.held += 1;
         self.answers.push(request_answer(id, &op, res));
     }
 
@@ -1072,7 +1075,15 @@ impl Reader {
             return;
         }
         let answers = std::mem::take(&mut self.answers);
-        let _ = self.sock.inner.out.send(Out::Many(answers)).await;
+        // As in `Sock::answer_and_release`: the slots are given back once the queue has room,
+        // just before the answers are queued.
+        let permit = self.sock.inner.out.reserve().await;
+        for _ in 0..std::mem::take(&mut self.held) {
+            self.sock.inner.counters.release(false);
+        }
+        if let Ok(permit) = permit {
+            permit.send(Out::Many(answers));
+        }
     }
 
     async fn start_stream(

@@ -16,6 +16,19 @@ const REQUESTS: u32 = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_closed_and_others_are_served() {
+    never_reads(REQUESTS as usize).await;
+}
+
+/// A burst: every request in one write, so that many arrive in one read and their handlers
+/// finish while the reader runs them. Before the fix the answers of one read all kept their
+/// results (about 2 GiB here) whatever the request limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_cannot_pile_up_answers() {
+    never_reads(1).await;
+}
+
+/// Sends the requests in `writes` writes (1 ms apart) and reads nothing.
+async fn never_reads(writes: usize) {
     let server = ChildServer::start(&ServerSpec {
         write_timeout_ms: Some(300),
         write_queue: Some(16),
@@ -31,13 +44,13 @@ async fn a_peer_that_never_reads_is_closed_and_others_are_served() {
     for i in 0..REQUESTS {
         flood.extend(req(rid(i), "big", RESULT_SIZE.to_string().as_bytes()));
     }
-    // One request at a time, a little apart, so that each handler finishes before the next
-    // request arrives and the request limit alone never turns one away: what bounds the
-    // server then is that a finished handler keeps its request slot until its result fits in
-    // the write queue. (Before that fix, this grew the server by ~1 MiB per request.) The
-    // server may stop reading once it is blocked on us; the writes end when it hangs up.
+    // Spread over 2000 writes, each handler finishes before the next request arrives and the
+    // request limit alone never turns one away: what bounds the server then is that a finished
+    // handler keeps its request slot until its answer fits in the write queue (before that
+    // fix, this grew the server by ~1 MiB per request). The server may stop reading once it
+    // is blocked on us; the writes end when it hangs up.
     let writer = tokio::spawn(async move {
-        for one in flood.chunks(flood.len() / REQUESTS as usize) {
+        for one in flood.chunks(flood.len().div_ceil(writes)) {
             if attacker.stream.write_all(one).await.is_err() {
                 break;
             }
