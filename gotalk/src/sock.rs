@@ -693,6 +693,9 @@ fn heartbeat(load: u16) -> Message {
 /// Initial read buffer size, and the least free space to offer each read.
 const READ_CHUNK: usize = 4096;
 
+/// Most the reader reserves ahead of bytes that have not arrived yet.
+const RESERVE_MAX: usize = 1 << 20;
+
 /// Why the reader stopped.
 enum Stop {
     /// The connection is already closing (reason recorded elsewhere).
@@ -755,7 +758,9 @@ async fn reader_task<R>(
             // Release a large buffer once it has been consumed; idle connections hold little.
             buf = BytesMut::new();
         }
-        let want = reader.decoder.needed(&buf).max(READ_CHUNK);
+        // Reserve for the rest of an announced payload, but not more than RESERVE_MAX up front:
+        // a peer announcing (and never sending) large payloads must not make us commit memory.
+        let want = reader.decoder.needed(&buf).clamp(READ_CHUNK, RESERVE_MAX);
         if !buf.is_empty() && buf.capacity() - buf.len() < READ_CHUNK {
             buf.reserve(want);
         }
