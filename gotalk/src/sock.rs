@@ -37,7 +37,7 @@ use crate::error::{CloseReason, Error, ProtocolErrorCode, Result, Side};
 use crate::frame::{encode_version, Message, MsgType, Name, RequestId, PROTOCOL_VERSION};
 use crate::handlers::{default_handlers, Handlers, RequestHandler};
 use crate::limits::{Admit, Counters, Limits};
-use crate::stream::{StreamReceiver, StreamSender};
+use crate::stream::{PartResult, StreamReceiver, StreamSender};
 
 type SockCallback = Arc<dyn Fn(&Sock) + Send + Sync>;
 type CloseCallback = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;
@@ -649,22 +649,34 @@ impl Sock {
 
 /// Runs one of a connection's tasks so that a panic in it (say, in a user callback run by the
 /// reader) closes that connection with a reason instead of leaving its requests waiting.
-async fn contained(sock: Sock, task: impl std::future::Future<Output = ()>) {
-    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-        let text = panic_message(&panic);
-        tracing::error!("connection task panicked: {text}");
-        sock.shutdown(
-            CloseReason::Protocol {
-                code: ProtocolErrorCode::ABNORMAL,
-                by: Side::Local,
-                detail: format!("internal error: {text}"),
-            },
-            Some(Message::ProtocolError {
-                code: ProtocolErrorCode::ABNORMAL,
-            }),
-        );
-        sock.inner.finished.send_replace(true);
-    }
+///
+/// Not an `async fn`: one would keep `task` both as its argument and as the future it awaits,
+/// doubling the memory every connection holds.
+fn contained(
+    sock: Sock,
+    task: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
+    AssertUnwindSafe(task).catch_unwind().map(move |res| {
+        if let Err(panic) = res {
+            task_panicked(&sock, panic);
+        }
+    })
+}
+
+fn task_panicked(sock: &Sock, panic: Box<dyn Any + Send>) {
+    let text = panic_message(&panic);
+    tracing::error!("connection task panicked: {text}");
+    sock.shutdown(
+        CloseReason::Protocol {
+            code: ProtocolErrorCode::ABNORMAL,
+            by: Side::Local,
+            detail: format!("internal error: {text}"),
+        },
+        Some(Message::ProtocolError {
+            code: ProtocolErrorCode::ABNORMAL,
+        }),
+    );
+    sock.inner.finished.send_replace(true);
 }
 
 /// Removes a request's pending entry if its future is dropped before the result arrives
@@ -888,8 +900,22 @@ impl Reader {
                 }
                 Ok(())
             }
-            Decoded::Message(m) => self.handle_message(m).await,
-            Decoded::Oversized(o) => self.handle_oversized(o).await,
+            // Requests and single results, nearly all of the traffic, are handled here
+            // without waiting. Everything else goes through boxed futures: their state (stream
+            // handling above all) would otherwise be part of the reader's future, which every
+            // connection holds, idle or not.
+            Decoded::Message(Message::SingleRequest { id, op, payload }) => {
+                if let Some(refusal) = self.start_request(id, op, payload) {
+                    let _ = self.sock.send(refusal).await;
+                }
+                Ok(())
+            }
+            Decoded::Message(Message::SingleResult { id, payload }) => {
+                self.deliver(id, Reply::Result(payload)).await;
+                Ok(())
+            }
+            Decoded::Message(m) => Box::pin(self.handle_message(m)).await,
+            Decoded::Oversized(o) => Box::pin(self.handle_oversized(o)).await,
         }
     }
 
@@ -897,7 +923,9 @@ impl Reader {
         let sock = &self.sock;
         match m {
             Message::SingleRequest { id, op, payload } => {
-                self.start_request(id, op, payload).await;
+                if let Some(refusal) = self.start_request(id, op, payload) {
+                    let _ = self.sock.send(refusal).await;
+                }
             }
             Message::StreamRequest { id, op, payload } => {
                 self.start_stream(id, op, payload).await?;
@@ -999,49 +1027,48 @@ impl Reader {
             Some(Waiter::Single(tx)) => {
                 let _ = tx.send(Ok(reply));
             }
-            Some(Waiter::Stream(tx)) => {
-                let item = match reply {
-                    Reply::Result(b) => {
-                        // A single result to a stream request: one part, then the end.
-                        if !b.is_empty() {
-                            let _ = tx.send(Ok(b)).await;
-                        }
-                        Ok(Bytes::new())
-                    }
-                    Reply::Error(text) => {
-                        Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
-                    }
-                    Reply::Retry(wait_ms, text) => Err(Error::Retry {
-                        wait: Duration::from_millis(u64::from(wait_ms)),
-                        message: String::from_utf8_lossy(&text).into_owned(),
-                    }),
-                    Reply::UnexpectedStream => Err(Error::UnexpectedStream),
-                    Reply::TooLarge(size) => Err(Error::PayloadTooLarge {
-                        size: size as usize,
-                        limit: self.sock.inner.limits.get_max_payload() as usize,
-                    }),
-                };
-                let _ = tx.send(item).await;
-            }
+            Some(Waiter::Stream(tx)) => Box::pin(self.deliver_to_stream(tx, reply)).await,
             None => tracing::debug!(%id, "result for unknown request dropped"),
         }
     }
 
-    async fn start_request(&mut self, id: RequestId, op: Name, payload: Bytes) {
+    /// A single reply to one of our stream requests: the part (if any) then the end, or the
+    /// error.
+    async fn deliver_to_stream(&self, tx: mpsc::Sender<PartResult>, reply: Reply) {
+        let item = match reply {
+            Reply::Result(b) => {
+                // A single result to a stream request: one part, then the end.
+                if !b.is_empty() {
+                    let _ = tx.send(Ok(b)).await;
+                }
+                Ok(Bytes::new())
+            }
+            Reply::Error(text) => Err(Error::Remote(String::from_utf8_lossy(&text).into_owned())),
+            Reply::Retry(wait_ms, text) => Err(Error::Retry {
+                wait: Duration::from_millis(u64::from(wait_ms)),
+                message: String::from_utf8_lossy(&text).into_owned(),
+            }),
+            Reply::UnexpectedStream => Err(Error::UnexpectedStream),
+            Reply::TooLarge(size) => Err(Error::PayloadTooLarge {
+                size: size as usize,
+                limit: self.sock.inner.limits.get_max_payload() as usize,
+            }),
+        };
+        let _ = tx.send(item).await;
+    }
+
+    /// Starts handling request `id`; its answer joins the answers to this read if the handler
+    /// finishes at once. Returns the refusal to send instead if there is no such operation or
+    /// the request limit is reached.
+    fn start_request(&mut self, id: RequestId, op: Name, payload: Bytes) -> Option<Message> {
         let sock = &self.sock;
         let handler = match sock.inner.handlers.find_request(&op) {
             Some(RequestHandler::Buffer(h)) => h.clone(),
-            _ => {
-                let _ = sock.send(error_result(id, unknown_op(&op))).await;
-                return;
-            }
+            _ => return Some(error_result(id, unknown_op(&op))),
         };
         match sock.inner.counters.admit(&sock.inner.limits, false) {
             Admit::Yes => {}
-            _ => {
-                let _ = sock.send(retry_result(sock, id)).await;
-                return;
-            }
+            _ => return Some(retry_result(sock, id)),
         }
         // Run the handler here until it first has to wait. Most handlers (an echo, a lookup)
         // finish right away: their answer then joins the other answers to this read, with no
@@ -1064,7 +1091,7 @@ impl Reader {
                     let msg = request_answer(id, &op, res);
                     sock.answer_and_release(Some(msg), false).await;
                 });
-                return;
+                return None;
             }
             Err(panic) => Err(panic),
         };
@@ -1072,6 +1099,7 @@ impl Reader {
         // of requests in one read must not pile up more answers than the request limit allows.
         self.held += 1;
         self.answers.push(request_answer(id, &op, res));
+        None
     }
 
     /// Queues the answers collected from the last read.
