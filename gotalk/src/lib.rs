@@ -88,6 +88,7 @@ pub mod handlers;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
+mod queue;
 pub mod server;
 pub mod sock;
 pub mod stream;

@@ -37,6 +37,7 @@ use crate::error::{CloseReason, Error, ProtocolErrorCode, Result, Side};
 use crate::frame::{encode_version, Message, MsgType, Name, RequestId, PROTOCOL_VERSION};
 use crate::handlers::{default_handlers, Handlers, RequestHandler};
 use crate::limits::{Admit, Counters, Limits};
+use crate::queue::Queue;
 use crate::stream::{PartResult, StreamReceiver, StreamSender};
 
 type SockCallback = Arc<dyn Fn(&Sock) + Send + Sync>;
@@ -227,7 +228,7 @@ impl Out {
 }
 
 struct Inner {
-    out: mpsc::Sender<Out>,
+    out: Queue<Out>,
     pending: Mutex<Pending>,
     closing: watch::Sender<Option<Closing>>,
     /// Set once the writer has flushed and shut the transport down.
@@ -308,11 +309,10 @@ impl Sock {
         W: AsyncWrite + Send + 'static,
     {
         let limits = config.limits.clone();
-        let (out_tx, out_rx) = mpsc::channel(limits.get_write_queue());
         let (closing_tx, closing_rx) = watch::channel(None);
         let sock = Sock {
             inner: Arc::new(Inner {
-                out: out_tx,
+                out: Queue::new(limits.get_write_queue()),
                 pending: Mutex::new(Pending::default()),
                 closing: closing_tx,
                 finished: watch::channel(false).0,
@@ -336,7 +336,6 @@ impl Sock {
             writer_task(
                 sock.clone(),
                 Box::pin(writer),
-                out_rx,
                 closing_rx.clone(),
                 config.heartbeat_interval,
             ),
@@ -1304,13 +1303,13 @@ const BATCH: usize = 256;
 async fn writer_task<W>(
     sock: Sock,
     mut w: std::pin::Pin<Box<W>>,
-    mut rx: mpsc::Receiver<Out>,
     mut closing: watch::Receiver<Option<Closing>>,
     heartbeat_every: Option<Duration>,
 ) where
     W: AsyncWrite + Send + ?Sized,
 {
     let write_timeout = sock.inner.limits.get_write_timeout();
+    let rx = &sock.inner.out;
     let mut batch: Vec<Out> = Vec::new();
     // Whether the last write carried more than one message.
     let mut busy = false;
@@ -1341,8 +1340,8 @@ async fn writer_task<W>(
                     tokio::task::yield_now().await;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
+                            Some(m) => batch.push(m),
+                            None => break,
                         }
                     }
                 }
@@ -1351,8 +1350,8 @@ async fn writer_task<W>(
                 // Flush what was queued before the close, then the last word, then stop.
                 while batch.len() < 4 * BATCH {
                     match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
+                        Some(m) => batch.push(m),
+                        None => break,
                     }
                 }
                 let last = closing.borrow().as_ref().and_then(|c| c.last.clone());
