@@ -386,8 +386,11 @@ pub fn child_main() {
             .heartbeat_interval(None);
         let bind = std::env::var("GT_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
         let server = Server::bind(&bind, config).await.expect("bind");
-        println!("LISTENING {}", server.local_addr());
+        // The server is in the cell before the parent learns the address: a `stats` request
+        // arriving at once must find it.
+        let addr = server.local_addr().to_string();
         let _ = cell.set(server);
+        println!("LISTENING {addr}");
         // Serve until the parent closes our stdin.
         let _ = tokio::task::spawn_blocking(|| {
             let mut sink = String::new();
