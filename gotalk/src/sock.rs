@@ -384,19 +384,26 @@ impl Sock {
     /// A RetryResult is retried automatically after the wait the peer asked for, up to the
     /// configured number of times ([`Config::auto_retry`]).
     pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
-        let op = Name::new(op)?;
         let payload = payload.into();
         let mut retries = 0;
         loop {
+            // A fresh name per attempt: cloning one would turn its buffer into a shared one,
+            // an allocation more per request.
+            let name = Name::new(op)?;
             let (tx, rx) = oneshot::channel();
             let id = self.register(Waiter::Single(tx))?;
             let guard = PendingGuard { sock: self, id };
-            self.send(Message::SingleRequest {
-                id,
-                op: op.clone(),
-                payload: payload.clone(),
-            })
-            .await?;
+            // No check for a closed connection here: `register` just made it, under the lock
+            // that closing takes, and a close since then fails the request through `rx`.
+            self.inner
+                .out
+                .send(Out::One(Message::SingleRequest {
+                    id,
+                    op: name,
+                    payload: payload.clone(),
+                }))
+                .await
+                .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))?;
             let reply = rx.await;
             if reply.is_ok() {
                 // The reader took the entry out of the table before answering.
