@@ -280,8 +280,14 @@ async fn closing_fails_our_pending_requests_and_streams() {
     assert_eq!(b.closed().await, CloseReason::PeerClosed);
 }
 
-#[tokio::test]
-async fn graceful_shutdown_finishes_requests_in_progress() {
+/// A server, a client, and a `slow` request of `ms` milliseconds in progress on the server.
+async fn server_with_request_in_progress(
+    ms: &'static str,
+) -> (
+    Server,
+    gotalk::Sock,
+    tokio::task::JoinHandle<gotalk::Result<Bytes>>,
+) {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = Server::bind(
         "127.0.0.1:0",
@@ -292,11 +298,17 @@ async fn graceful_shutdown_finishes_requests_in_progress() {
     let s = gotalk::connect(&addr(&server)).await.unwrap();
     let inflight = {
         let s = s.clone();
-        tokio::spawn(async move { s.buffer_request("slow", "200").await })
+        tokio::spawn(async move { s.buffer_request("slow", ms).await })
     };
     while calls.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (server, s, inflight)
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_requests_in_progress() {
+    let (server, s, inflight) = server_with_request_in_progress("200").await;
     server.shutdown(Duration::from_secs(10)).await;
     assert_eq!(&inflight.await.unwrap().unwrap()[..], b"200");
     assert_eq!(s.closed().await, CloseReason::PeerClosed);
@@ -306,21 +318,7 @@ async fn graceful_shutdown_finishes_requests_in_progress() {
 
 #[tokio::test]
 async fn shutdown_grace_is_bounded() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let server = Server::bind(
-        "127.0.0.1:0",
-        Config::new().handlers(slow_handlers(calls.clone())),
-    )
-    .await
-    .unwrap();
-    let s = gotalk::connect(&addr(&server)).await.unwrap();
-    let inflight = {
-        let s = s.clone();
-        tokio::spawn(async move { s.buffer_request("slow", "60000").await })
-    };
-    while calls.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (server, _s, inflight) = server_with_request_in_progress("60000").await;
     server.shutdown(Duration::from_millis(50)).await;
     let e = inflight.await.unwrap().unwrap_err();
     assert!(e.is_closed(), "{e}");
