@@ -1400,7 +1400,16 @@ where
     if batch.is_empty() {
         return Ok(());
     }
-    let mut head = BytesMut::new();
+    // Size the buffer once: growing it message by message reallocated several times per batch.
+    let copied: usize = batch
+        .iter()
+        .flat_map(Out::messages)
+        .map(|m| {
+            let p = m.payload().len();
+            m.header_len() + if p <= COPY_PAYLOAD_MAX { p } else { 0 }
+        })
+        .sum();
+    let mut head = BytesMut::with_capacity(copied);
     for m in batch.iter().flat_map(Out::messages) {
         m.encode_header(&mut head);
         let p = m.payload();
