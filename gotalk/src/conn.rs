@@ -8,7 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use std::task::Waker;
+use tokio::sync::mpsc;
 
 use crate::error::{CloseReason, Error};
 use crate::frame::{RequestId, PRINTABLE_ID_SPACE};
@@ -32,24 +33,39 @@ pub(crate) enum Reply {
 /// Who is waiting for the results of one of our requests.
 #[derive(Debug)]
 pub(crate) enum Waiter {
-    /// A single-result request (`r`).
-    Single(oneshot::Sender<std::result::Result<Reply, CloseReason>>),
+    /// A single-result request (`r`): the reply once it has arrived, and the task to wake
+    /// then. The requesting future takes the reply out of the table itself, so completing a
+    /// request allocates nothing.
+    Single {
+        /// The reply, once it has arrived.
+        reply: Option<Reply>,
+        /// The requesting task, while it waits.
+        waker: Option<Waker>,
+    },
     /// A stream request (`s`): result parts go into the channel.
     Stream(mpsc::Sender<PartResult>),
 }
 
 impl Waiter {
-    /// Tells the waiter that the connection closed.
-    pub(crate) fn fail(self, reason: &CloseReason) {
-        match self {
-            Waiter::Single(tx) => {
-                let _ = tx.send(Err(reason.clone()));
-            }
-            Waiter::Stream(tx) => {
-                let _ = tx.try_send(Err(Error::Closed(reason.clone())));
-            }
+    /// A single-result request whose task is `waker`.
+    pub(crate) fn single(waker: &Waker) -> Waiter {
+        Waiter::Single {
+            reply: None,
+            waker: Some(waker.clone()),
         }
     }
+}
+
+/// What completing a request with a reply asks of the reader.
+#[derive(Debug)]
+pub(crate) enum Completed {
+    /// Stored for a single request; wake its task (if it waits) once the lock is let go.
+    Single(Option<Waker>),
+    /// The request is a stream request (now out of the table): deliver the reply through its
+    /// channel.
+    Stream(mpsc::Sender<PartResult>, Reply),
+    /// No request is waiting for this ID (forgotten, or answered twice): drop the reply.
+    Unknown,
 }
 
 /// Our requests in flight, keyed by request ID, plus whether the connection has closed.
@@ -103,9 +119,58 @@ impl Pending {
         }
     }
 
-    /// Removes and returns the waiter for `id`.
+    /// Removes the entry for `id` (a stream that ended, a request given up).
     pub(crate) fn remove(&mut self, id: RequestId) -> Option<Waiter> {
         self.waiting.remove(&id.as_u32())
+    }
+
+    /// Completes request `id` with `reply`.
+    pub(crate) fn complete(&mut self, id: RequestId, reply: Reply) -> Completed {
+        match self.waiting.get_mut(&id.as_u32()) {
+            Some(Waiter::Single {
+                reply: r @ None,
+                waker,
+            }) => {
+                *r = Some(reply);
+                Completed::Single(waker.take())
+            }
+            Some(Waiter::Stream(_)) => match self.waiting.remove(&id.as_u32()) {
+                Some(Waiter::Stream(tx)) => Completed::Stream(tx, reply),
+                _ => Completed::Unknown,
+            },
+            _ => Completed::Unknown,
+        }
+    }
+
+    /// For the task waiting for single request `id`: its reply (taking the entry out), the
+    /// reason the connection closed, or `None` after noting `waker` to wake when it arrives.
+    pub(crate) fn poll_single(
+        &mut self,
+        id: RequestId,
+        waker: &Waker,
+    ) -> Option<std::result::Result<Reply, CloseReason>> {
+        let key = id.as_u32();
+        match self.waiting.get_mut(&key) {
+            Some(Waiter::Single {
+                reply: None,
+                waker: w,
+            }) if self.closed.is_none() => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    *w = Some(waker.clone());
+                }
+                None
+            }
+            Some(Waiter::Single { reply, .. }) => {
+                let reply = reply.take();
+                self.waiting.remove(&key);
+                Some(reply.ok_or_else(|| self.close_reason()))
+            }
+            _ => Some(Err(self.close_reason())),
+        }
+    }
+
+    fn close_reason(&self) -> CloseReason {
+        self.closed.clone().unwrap_or(CloseReason::Local)
     }
 
     /// For a stream waiter: a clone of its channel, leaving it registered.
@@ -121,14 +186,31 @@ impl Pending {
         matches!(self.waiting.get(&id.as_u32()), Some(Waiter::Stream(_)))
     }
 
-    /// Marks the connection closed and hands back every waiter, to be failed outside the lock.
-    /// Returns `None` if it was already closed.
-    pub(crate) fn close(&mut self, reason: CloseReason) -> Option<Vec<Waiter>> {
+    /// Marks the connection closed. Single requests stay in the table (their tasks take the
+    /// reason from there): their tasks are returned to be woken, and the channels of stream
+    /// requests to be failed, outside the lock. Returns `None` if it was already closed.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn close(
+        &mut self,
+        reason: CloseReason,
+    ) -> Option<(Vec<Waker>, Vec<mpsc::Sender<PartResult>>)> {
         if self.closed.is_some() {
             return None;
         }
         self.closed = Some(reason);
-        Some(self.waiting.drain().map(|(_, w)| w).collect())
+        let mut wakers = Vec::new();
+        let mut streams = Vec::new();
+        self.waiting.retain(|_, w| match w {
+            Waiter::Single { waker, .. } => {
+                wakers.extend(waker.take());
+                true
+            }
+            Waiter::Stream(tx) => {
+                streams.push(tx.clone());
+                false
+            }
+        });
+        Some((wakers, streams))
     }
 
     /// Why the connection closed, once it has.
@@ -140,6 +222,11 @@ impl Pending {
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
+}
+
+/// Fails a stream request's channel because the connection closed.
+pub(crate) fn fail_stream(tx: &mpsc::Sender<PartResult>, reason: &CloseReason) {
+    let _ = tx.try_send(Err(Error::Closed(reason.clone())));
 }
 
 /// How many stream IDs the reader remembers after refusing or finishing them, so that the
@@ -269,18 +356,56 @@ mod tests {
     }
 
     #[test]
-    fn close_hands_back_every_waiter_once() {
+    fn a_reply_is_kept_for_its_task_which_takes_it_once() {
+        let waker = futures_util::task::noop_waker();
         let mut p = Pending::default();
-        let (tx, mut rx) = oneshot::channel();
-        p.insert(Waiter::Single(tx)).unwrap();
-        let ws = p.close(CloseReason::PeerClosed).unwrap();
-        assert_eq!(ws.len(), 1);
-        ws.into_iter()
-            .for_each(|w| w.fail(&CloseReason::PeerClosed));
-        assert_eq!(rx.try_recv().unwrap().unwrap_err(), CloseReason::PeerClosed);
+        let id = p.insert(Waiter::single(&waker)).unwrap();
+        assert!(p.poll_single(id, &waker).is_none());
+        assert!(matches!(
+            p.complete(id, Reply::Result(Bytes::from_static(b"x"))),
+            Completed::Single(Some(_))
+        ));
+        // A second answer to the same request is not taken.
+        assert!(matches!(
+            p.complete(id, Reply::Result(Bytes::new())),
+            Completed::Unknown
+        ));
+        match p.poll_single(id, &waker) {
+            Some(Ok(Reply::Result(b))) => assert_eq!(&b[..], b"x"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn close_wakes_every_waiter_once() {
+        let waker = futures_util::task::noop_waker();
+        let mut p = Pending::default();
+        let a = p.insert(Waiter::single(&waker)).unwrap();
+        let b = p.insert(Waiter::single(&waker)).unwrap();
+        // `b` was answered before the close: its answer still counts.
+        let _ = p.complete(b, Reply::Result(Bytes::new()));
+        let (tx, mut rx) = mpsc::channel(1);
+        p.insert(Waiter::Stream(tx)).unwrap();
+        let (wakers, streams) = p.close(CloseReason::PeerClosed).unwrap();
+        assert_eq!((wakers.len(), streams.len()), (1, 1));
+        streams
+            .iter()
+            .for_each(|tx| fail_stream(tx, &CloseReason::PeerClosed));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(Error::Closed(CloseReason::PeerClosed)))
+        ));
+        assert_eq!(
+            p.poll_single(a, &waker).unwrap().unwrap_err(),
+            CloseReason::PeerClosed
+        );
+        assert!(matches!(
+            p.poll_single(b, &waker),
+            Some(Ok(Reply::Result(_)))
+        ));
         assert!(p.close(CloseReason::Local).is_none());
-        let (tx, _rx) = oneshot::channel();
-        assert!(p.insert(Waiter::Single(tx)).is_err());
+        assert!(p.insert(Waiter::single(&waker)).is_err());
     }
 
     #[test]

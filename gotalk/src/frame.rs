@@ -451,6 +451,30 @@ pub fn header_len(t: MsgType, name_len: usize) -> usize {
     }
 }
 
+/// Appends the header of a request (`r` or `s`) built from its parts, as
+/// [`Message::encode_header`] would for the same message: lets a sender encode a request without
+/// building a [`Name`] (an allocation) first. `op` must be at most [`MAX_NAME_LEN`] bytes.
+pub fn encode_request_header(
+    dst: &mut BytesMut,
+    t: MsgType,
+    id: RequestId,
+    op: &str,
+    payload_len: usize,
+) {
+    debug_assert!(matches!(t, MsgType::SingleRequest | MsgType::StreamRequest));
+    debug_assert!(op.len() <= MAX_NAME_LEN);
+    dst.reserve(header_len(t, op.len()));
+    dst.put_u8(t.as_byte());
+    dst.put_slice(&id.0);
+    put_hex(dst, op.len() as u64, 3);
+    dst.put_slice(op.as_bytes());
+    put_hex(
+        dst,
+        u64::from(u32::try_from(payload_len).unwrap_or(u32::MAX)),
+        8,
+    );
+}
+
 /// Appends the two-hex-digit protocol version.
 pub fn encode_version(dst: &mut BytesMut, version: u8) {
     put_hex(dst, u64::from(version), 2);
@@ -692,6 +716,34 @@ pub fn message_from_parts(h: &RawHeader, header: &Bytes, payload: Bytes) -> Mess
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_header_from_parts_matches_the_message_encoding() {
+        for (t, op, size) in [
+            (MsgType::SingleRequest, "echo", 5usize),
+            (MsgType::StreamRequest, "", 0),
+            (MsgType::SingleRequest, "ünïcode/op", 0x1234_5678),
+        ] {
+            let id = RequestId(*b"a0Z9");
+            let m = match t {
+                MsgType::SingleRequest => Message::SingleRequest {
+                    id,
+                    op: Name::new(op).unwrap(),
+                    payload: Bytes::from(vec![0u8; size.min(64)]),
+                },
+                _ => Message::StreamRequest {
+                    id,
+                    op: Name::new(op).unwrap(),
+                    payload: Bytes::from(vec![0u8; size.min(64)]),
+                },
+            };
+            let mut want = BytesMut::new();
+            m.encode_header(&mut want);
+            let mut got = BytesMut::new();
+            encode_request_header(&mut got, t, id, op, size.min(64));
+            assert_eq!(got, want);
+        }
+    }
 
     fn enc(m: &Message) -> Vec<u8> {
         m.to_bytes().to_vec()

@@ -89,7 +89,7 @@ pub mod handlers;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
-mod queue;
+mod outbox;
 pub mod server;
 pub mod sock;
 pub mod stream;

@@ -17,27 +17,31 @@
 
 use std::any::Any;
 use std::fmt;
-use std::io::IoSlice;
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::codec::{DecodeError, Decoded, Decoder, Oversized};
-use crate::conn::{IncomingStreams, PartTarget, Pending, Reply, Waiter};
+use crate::conn::{fail_stream, Completed, IncomingStreams, PartTarget, Pending, Reply, Waiter};
 use crate::error::{CloseReason, Error, ProtocolErrorCode, Result, Side};
-use crate::frame::{encode_version, Message, MsgType, Name, RequestId, PROTOCOL_VERSION};
+use crate::frame::{
+    encode_version, Message, MsgType, Name, NameTooLong, RequestId, MAX_NAME_LEN, PROTOCOL_VERSION,
+};
 use crate::handlers::{default_handlers, Handlers, RequestHandler};
 use crate::limits::{Admit, Counters, Limits};
-use crate::queue::Queue;
+use crate::outbox::{poll_write_batch, Batch, Next, Outbox, Written};
 use crate::stream::{PartResult, StreamReceiver, StreamSender};
 
 type SockCallback = Arc<dyn Fn(&Sock) + Send + Sync>;
@@ -209,27 +213,21 @@ struct Closing {
     last: Option<Message>,
 }
 
-/// An item of the write queue.
-enum Out {
-    /// One message.
-    One(Message),
-    /// The answers the reader produced from one read, queued together so that they leave in
-    /// one write and wake the writer once.
-    Many(Vec<Message>),
+/// What senders, the reader and the writer share, under one lock: our requests waiting for
+/// results, and the bytes waiting to be written. One lock, so that a request is registered
+/// and queued in one step, and the answers and results of one read are handed over in one.
+struct Shared {
+    pending: Pending,
+    out: Outbox,
 }
 
-impl Out {
-    fn messages(&self) -> &[Message] {
-        match self {
-            Out::One(m) => std::slice::from_ref(m),
-            Out::Many(v) => v,
-        }
-    }
-}
+/// The write half of the transport. Only whoever the outbox names as writing uses it, so the
+/// lock is never contended; it is held only while polling, never across an await.
+type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
 
 struct Inner {
-    out: Queue<Out>,
-    pending: Mutex<Pending>,
+    shared: Mutex<Shared>,
+    io: Mutex<WriteHalf>,
     closing: watch::Sender<Option<Closing>>,
     /// Set once the writer has flushed and shut the transport down.
     finished: watch::Sender<bool>,
@@ -310,10 +308,19 @@ impl Sock {
     {
         let limits = config.limits.clone();
         let (closing_tx, closing_rx) = watch::channel(None);
+        // Our protocol version goes first, whoever writes first.
+        let mut out = Outbox::new(limits.get_write_queue());
+        let mut version = BytesMut::with_capacity(2);
+        encode_version(&mut version, PROTOCOL_VERSION);
+        out.batch().push_raw(&version);
+        let _ = out.queued(false);
         let sock = Sock {
             inner: Arc::new(Inner {
-                out: Queue::new(limits.get_write_queue()),
-                pending: Mutex::new(Pending::default()),
+                shared: Mutex::new(Shared {
+                    pending: Pending::default(),
+                    out,
+                }),
+                io: Mutex::new(Box::pin(writer)),
                 closing: closing_tx,
                 finished: watch::channel(false).0,
                 handlers: config.handlers.clone().unwrap_or_else(default_handlers),
@@ -333,12 +340,7 @@ impl Sock {
         let (hs_tx, hs_rx) = oneshot::channel();
         tokio::spawn(contained(
             sock.clone(),
-            writer_task(
-                sock.clone(),
-                Box::pin(writer),
-                closing_rx.clone(),
-                config.heartbeat_interval,
-            ),
+            writer_task(sock.clone(), closing_rx.clone(), config.heartbeat_interval),
         ));
         tokio::spawn(contained(
             sock.clone(),
@@ -385,38 +387,24 @@ impl Sock {
     /// configured number of times ([`Config::auto_retry`]).
     pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
         let payload = payload.into();
+        if op.len() > MAX_NAME_LEN {
+            return Err(NameTooLong(op.len()).into());
+        }
         let mut retries = 0;
         loop {
-            // A fresh name per attempt: cloning one would turn its buffer into a shared one,
-            // an allocation more per request.
-            let name = Name::new(op)?;
-            let (tx, rx) = oneshot::channel();
-            let id = self.register(Waiter::Single(tx))?;
-            let guard = PendingGuard { sock: self, id };
-            // No check for a closed connection here: `register` just made it, under the lock
-            // that closing takes, and a close since then fails the request through `rx`.
-            self.inner
-                .out
-                .send(Out::One(Message::SingleRequest {
-                    id,
-                    op: name,
-                    payload: payload.clone(),
-                }))
-                .await
-                .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))?;
-            let reply = rx.await;
-            if reply.is_ok() {
-                // The reader took the entry out of the table before answering.
-                std::mem::forget(guard);
-            } else {
-                drop(guard);
+            let reply = Call {
+                sock: self,
+                op,
+                payload: &payload,
+                id: None,
             }
+            .await;
             match reply {
-                Ok(Ok(Reply::Result(b))) => return Ok(b),
-                Ok(Ok(Reply::Error(text))) => {
+                Ok(Reply::Result(b)) => return Ok(b),
+                Ok(Reply::Error(text)) => {
                     return Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
                 }
-                Ok(Ok(Reply::Retry(wait_ms, text))) => {
+                Ok(Reply::Retry(wait_ms, text)) => {
                     let wait = Duration::from_millis(u64::from(wait_ms));
                     if retries >= self.inner.auto_retry {
                         return Err(Error::Retry {
@@ -428,19 +416,14 @@ impl Sock {
                     tracing::debug!(op = %op, ?wait, retries, "retrying request");
                     tokio::time::sleep(wait).await;
                 }
-                Ok(Ok(Reply::UnexpectedStream)) => return Err(Error::UnexpectedStream),
-                Ok(Ok(Reply::TooLarge(size))) => {
+                Ok(Reply::UnexpectedStream) => return Err(Error::UnexpectedStream),
+                Ok(Reply::TooLarge(size)) => {
                     return Err(Error::PayloadTooLarge {
                         size: size as usize,
                         limit: self.inner.limits.get_max_payload() as usize,
                     })
                 }
-                Ok(Err(reason)) => return Err(Error::Closed(reason)),
-                Err(_) => {
-                    return Err(Error::Closed(
-                        self.close_reason().unwrap_or(CloseReason::Local),
-                    ))
-                }
+                Err(reason) => return Err(Error::Closed(reason)),
             }
         }
     }
@@ -515,12 +498,12 @@ impl Sock {
 
     /// Why the connection closed, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.pending().closed().cloned()
+        self.shared().pending.closed().cloned()
     }
 
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
-        self.pending().closed().is_some()
+        self.shared().pending.closed().is_some()
     }
 
     /// The peer's address as the transport reported it, if any.
@@ -571,7 +554,7 @@ impl Sock {
 
     /// Our requests waiting for a result.
     pub fn requests_pending(&self) -> usize {
-        self.pending().len()
+        self.shared().pending.len()
     }
 
     /// An identifier for this connection, unique among open connections of the process.
@@ -594,61 +577,201 @@ impl Sock {
 
     // ---- internals ------------------------------------------------------------------------
 
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.inner.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io(&self) -> MutexGuard<'_, WriteHalf> {
+        self.inner.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Drops our request `id` from the pending table (its results will be ignored).
     pub(crate) fn forget_request(&self, id: RequestId) {
-        self.pending().remove(id);
+        self.shared().pending.remove(id);
     }
 
     fn register(&self, waiter: Waiter) -> Result<RequestId> {
-        self.pending().insert(waiter).map_err(Error::Closed)
+        self.shared().pending.insert(waiter).map_err(Error::Closed)
     }
 
-    /// Queues a message for the writer, waiting while the queue is full.
+    /// Queues a message for the writer, waiting while the outbox is full.
     pub(crate) async fn send(&self, msg: Message) -> Result<()> {
-        if let Some(r) = self.close_reason() {
-            return Err(Error::Closed(r));
-        }
-        self.inner
-            .out
-            .send(Out::One(msg))
-            .await
-            .map_err(|_| Error::Closed(self.close_reason().unwrap_or(CloseReason::Local)))
+        self.queue(false, |b| b.push(&msg)).await
     }
 
-    /// Queues a request handler's final answer, giving its request slot back just before.
+    /// Waits for room in the outbox, then encodes a message with `encode` (under the lock) and
+    /// sees it on its way: written right here if `direct` and nobody else is writing, else by
+    /// the writer task. Fails, without calling `encode`, once the connection has closed.
+    async fn queue(&self, direct: bool, encode: impl FnOnce(&mut Batch)) -> Result<()> {
+        let mut encode = Some(encode);
+        poll_fn(|cx| {
+            let mut guard = self.shared();
+            let s = &mut *guard;
+            if let Some(r) = s.pending.closed() {
+                return Poll::Ready(Err(Error::Closed(r.clone())));
+            }
+            if !s.out.poll_room(cx.waker()) {
+                return Poll::Pending;
+            }
+            if let Some(encode) = encode.take() {
+                encode(s.out.batch());
+            }
+            let next = s.out.queued(direct);
+            drop(guard);
+            self.carry_out(next);
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Queues the answers of request handlers, giving their `slots` request slots back just
+    /// before (or when the connection turns out to be closed).
     ///
-    /// The slot is held until the write queue has room: a peer that does not read its results
+    /// The slots are held until the outbox has room: a peer that does not read its results
     /// must not be able to make finished handlers pile up, each holding its result, beyond the
-    /// request limit. It is given back before the answer is queued, so a requestor that sends
-    /// its next request as soon as it has the result is not turned away.
+    /// request limit. They are given back before the answers are queued, so a requestor that
+    /// sends its next request as soon as it has a result is not turned away.
+    async fn answer(
+        &self,
+        direct: bool,
+        slots: u32,
+        stream: bool,
+        encode: impl FnOnce(&mut Batch),
+    ) {
+        let counters = &self.inner.counters;
+        let release = || (0..slots).for_each(|_| counters.release(stream));
+        let queued = self
+            .queue(direct, |b| {
+                release();
+                encode(b);
+            })
+            .await;
+        if queued.is_err() {
+            release();
+        }
+    }
+
+    /// Queues a request handler's final answer (if any), giving its request slot back.
     async fn answer_and_release(&self, msg: Option<Message>, stream: bool) {
-        let permit = match &msg {
-            Some(_) if !self.is_closed() => self.inner.out.reserve().await.ok(),
-            _ => None,
+        match msg {
+            // A lone handler's answer is written right away; answers of several handlers
+            // finishing together are gathered by the writer task.
+            Some(msg) => {
+                let lone = self.inner.counters.in_progress() <= 1;
+                self.answer(lone, 1, stream, |b| b.push(&msg)).await;
+            }
+            None => self.inner.counters.release(stream),
+        }
+    }
+
+    /// Does what the outbox asked of a sender after it queued.
+    fn carry_out(&self, next: Next) {
+        match next {
+            Next::Nothing => {}
+            Next::Wake(w) => w.wake(),
+            Next::Write(batch) => self.write_now(batch),
+        }
+    }
+
+    /// Writes `batch` without waiting (the outbox made us its writer); whatever the transport
+    /// does not take at once is handed to the writer task, which waits for the peer.
+    fn write_now(&self, mut batch: Batch) {
+        let res = {
+            let mut io = self.io();
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            poll_write_batch(io.as_mut(), &mut cx, &mut batch)
         };
-        self.inner.counters.release(stream);
-        if let (Some(permit), Some(msg)) = (permit, msg) {
-            permit.send(Out::One(msg));
+        let (how, failed) = match res {
+            Poll::Ready(Ok(())) => (Written::Done, None),
+            Poll::Pending => (Written::Partly, None),
+            Poll::Ready(Err(e)) => (Written::Failed, Some(e)),
+        };
+        let writer = self.shared().out.written(batch, how);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        if let Some(e) = failed {
+            self.shutdown(CloseReason::Io(e.to_string()), None);
         }
     }
 
     /// Ends the connection: records `reason` (the first reason wins), fails every pending
     /// request, and tells the reader and writer to stop (the writer sends `last` first).
     pub(crate) fn shutdown(&self, reason: CloseReason, last: Option<Message>) {
-        let Some(waiters) = self.pending().close(reason.clone()) else {
-            return;
+        let (requests, streams, senders) = {
+            let mut s = self.shared();
+            let Some((requests, streams)) = s.pending.close(reason.clone()) else {
+                return;
+            };
+            (requests, streams, s.out.take_room_waiters(true))
         };
-        for w in waiters {
-            w.fail(&reason);
+        requests.into_iter().chain(senders).for_each(Waker::wake);
+        for tx in &streams {
+            fail_stream(tx, &reason);
         }
         tracing::debug!(peer = ?self.inner.peer_addr, %reason, "connection closing");
         self.inner.closing.send_replace(Some(Closing { last }));
         if let Some(cb) = &self.inner.on_close {
             cb(self, &reason);
+        }
+    }
+}
+
+/// One single-result request on its way: registered and queued in one step when first polled,
+/// then waiting in the pending table until the reader stores its reply there. Dropped early
+/// (say, by a caller's timeout), it takes its entry out of the table.
+struct Call<'a> {
+    sock: &'a Sock,
+    op: &'a str,
+    payload: &'a Bytes,
+    /// Set once the request is queued.
+    id: Option<RequestId>,
+}
+
+impl Future for Call<'_> {
+    type Output = std::result::Result<Reply, CloseReason>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut guard = this.sock.shared();
+        let s = &mut *guard;
+        if let Some(id) = this.id {
+            return match s.pending.poll_single(id, cx.waker()) {
+                Some(reply) => {
+                    this.id = None;
+                    Poll::Ready(reply)
+                }
+                None => Poll::Pending,
+            };
+        }
+        if let Some(r) = s.pending.closed() {
+            return Poll::Ready(Err(r.clone()));
+        }
+        if !s.out.poll_room(cx.waker()) {
+            return Poll::Pending;
+        }
+        let id = match s.pending.insert(Waiter::single(cx.waker())) {
+            Ok(id) => id,
+            Err(r) => return Poll::Ready(Err(r)),
+        };
+        s.out
+            .batch()
+            .push_request(MsgType::SingleRequest, id, this.op, this.payload);
+        // A lone request is written right away; with others in flight, the writer task
+        // gathers them into one write.
+        let lone = s.pending.len() == 1;
+        let next = s.out.queued(lone);
+        drop(guard);
+        this.id = Some(id);
+        this.sock.carry_out(next);
+        Poll::Pending
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.sock.shared().pending.remove(id);
         }
     }
 }
@@ -683,19 +806,6 @@ fn task_panicked(sock: &Sock, panic: Box<dyn Any + Send>) {
         }),
     );
     sock.inner.finished.send_replace(true);
-}
-
-/// Removes a request's pending entry if its future is dropped before the result arrives
-/// (e.g. a caller's timeout), so that the table never fills with abandoned entries.
-struct PendingGuard<'a> {
-    sock: &'a Sock,
-    id: RequestId,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.sock.pending().remove(self.id);
-    }
 }
 
 fn heartbeat(load: u16) -> Message {
@@ -735,6 +845,7 @@ async fn reader_task<R>(
         sock: sock.clone(),
         answers: Vec::new(),
         held: 0,
+        replies: Vec::new(),
         decoder: Decoder::new(limits.get_max_payload()),
         streams: IncomingStreams::default(),
         handshake: Some(handshake),
@@ -760,11 +871,15 @@ async fn reader_task<R>(
                     if reader.answers.len() >= BATCH {
                         reader.flush_answers().await;
                     }
+                    if reader.replies.len() >= BATCH {
+                        reader.flush_replies().await;
+                    }
                 }
                 Ok(None) => break None,
                 Err(e) => break Some(reader.decode_error(e)),
             }
         };
+        reader.flush_replies().await;
         reader.flush_answers().await;
         if let Some(stop) = stop {
             break 'outer stop;
@@ -877,6 +992,8 @@ struct Reader {
     answers: Vec<Message>,
     /// Request slots still held by answers in `answers`.
     held: u32,
+    /// Results of our single requests from the last read, handed to their tasks together.
+    replies: Vec<(RequestId, Reply)>,
     decoder: Decoder,
     streams: IncomingStreams,
     handshake: Option<oneshot::Sender<Result<()>>>,
@@ -917,11 +1034,18 @@ impl Reader {
                 Ok(())
             }
             Decoded::Message(Message::SingleResult { id, payload }) => {
-                self.deliver(id, Reply::Result(payload)).await;
+                self.replies.push((id, Reply::Result(payload)));
                 Ok(())
             }
-            Decoded::Message(m) => Box::pin(self.handle_message(m)).await,
-            Decoded::Oversized(o) => Box::pin(self.handle_oversized(o)).await,
+            // Results gathered so far are handed over first, to keep the order of the wire.
+            Decoded::Message(m) => {
+                self.flush_replies().await;
+                Box::pin(self.handle_message(m)).await
+            }
+            Decoded::Oversized(o) => {
+                self.flush_replies().await;
+                Box::pin(self.handle_oversized(o)).await
+            }
         }
     }
 
@@ -959,22 +1083,23 @@ impl Reader {
             }
             Message::StreamResult { id, payload } => {
                 let target = {
-                    let mut p = sock.pending();
-                    if p.is_stream(id) {
-                        if payload.is_empty() {
-                            match p.remove(id) {
-                                Some(Waiter::Stream(tx)) => Some(tx),
-                                _ => None,
-                            }
-                        } else {
-                            p.stream_sender(id)
+                    let mut s = sock.shared();
+                    let p = &mut s.pending;
+                    if !p.is_stream(id) {
+                        None
+                    } else if payload.is_empty() {
+                        match p.remove(id) {
+                            Some(Waiter::Stream(tx)) => Some(Some(tx)),
+                            _ => Some(None),
                         }
                     } else {
-                        if let Some(Waiter::Single(tx)) = p.remove(id) {
-                            let _ = tx.send(Ok(Reply::UnexpectedStream));
-                        }
-                        None
+                        Some(p.stream_sender(id))
                     }
+                };
+                let Some(target) = target else {
+                    // `S` for a single-result request (if it is one of ours).
+                    self.deliver(id, Reply::UnexpectedStream).await;
+                    return Ok(());
                 };
                 if let Some(tx) = target {
                     // An empty part is the end marker for the receiver.
@@ -1028,13 +1153,35 @@ impl Reader {
 
     /// Completes one of our requests with a single reply (`R`, `E`, `e`, or an oversize).
     async fn deliver(&mut self, id: RequestId, reply: Reply) {
-        let waiter = self.sock.pending().remove(id);
-        match waiter {
-            Some(Waiter::Single(tx)) => {
-                let _ = tx.send(Ok(reply));
+        self.replies.push((id, reply));
+        self.flush_replies().await;
+    }
+
+    /// Hands the replies gathered from the last read to the requests waiting for them, under
+    /// one lock, and wakes their tasks after letting go of it.
+    async fn flush_replies(&mut self) {
+        if self.replies.is_empty() {
+            return;
+        }
+        // Taken, not cleared: an idle connection keeps no buffer of replies.
+        let replies = std::mem::take(&mut self.replies);
+        let mut wake = Vec::with_capacity(replies.len());
+        let mut streams = Vec::new();
+        {
+            let mut s = self.sock.shared();
+            for (id, reply) in replies {
+                match s.pending.complete(id, reply) {
+                    Completed::Single(w) => wake.extend(w),
+                    Completed::Stream(tx, reply) => streams.push((tx, reply)),
+                    Completed::Unknown => {
+                        tracing::debug!(%id, "result for unknown request dropped")
+                    }
+                }
             }
-            Some(Waiter::Stream(tx)) => Box::pin(self.deliver_to_stream(tx, reply)).await,
-            None => tracing::debug!(%id, "result for unknown request dropped"),
+        }
+        wake.into_iter().for_each(Waker::wake);
+        for (tx, reply) in streams {
+            Box::pin(self.deliver_to_stream(tx, reply)).await;
         }
     }
 
@@ -1108,21 +1255,20 @@ impl Reader {
         None
     }
 
-    /// Queues the answers collected from the last read.
+    /// Queues the answers collected from the last read, and writes them right away unless
+    /// the writer task is busy writing: the reader does what the writer task would, without
+    /// the hop to it.
     async fn flush_answers(&mut self) {
         if self.answers.is_empty() {
             return;
         }
         let answers = std::mem::take(&mut self.answers);
-        // As in `Sock::answer_and_release`: the slots are given back once the queue has room,
-        // just before the answers are queued.
-        let permit = self.sock.inner.out.reserve().await;
-        for _ in 0..std::mem::take(&mut self.held) {
-            self.sock.inner.counters.release(false);
-        }
-        if let Ok(permit) = permit {
-            permit.send(Out::Many(answers));
-        }
+        let held = std::mem::take(&mut self.held);
+        self.sock
+            .answer(true, held, false, |b| {
+                answers.iter().for_each(|m| b.push(m))
+            })
+            .await;
     }
 
     async fn start_stream(
@@ -1300,34 +1446,19 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 
 // ---- the writer ---------------------------------------------------------------------------
 
-/// Payloads up to this size are copied next to their header; larger ones are written from
-/// their own buffer.
-const COPY_PAYLOAD_MAX: usize = 1024;
-
-/// Most messages taken from the queue for one write.
+/// Items queued at which the writer task stops waiting for more to join a write.
 const BATCH: usize = 256;
 
-async fn writer_task<W>(
+async fn writer_task(
     sock: Sock,
-    mut w: std::pin::Pin<Box<W>>,
     mut closing: watch::Receiver<Option<Closing>>,
     heartbeat_every: Option<Duration>,
-) where
-    W: AsyncWrite + Send + ?Sized,
-{
+) {
     let write_timeout = sock.inner.limits.get_write_timeout();
-    let rx = &sock.inner.out;
-    let mut batch: Vec<Out> = Vec::new();
-    // Whether the last write carried more than one message.
+    // The buffers of the last batch, reused while the connection is busy.
+    let mut spare = Batch::default();
+    // Whether the last write carried more than one item.
     let mut busy = false;
-    let mut version = BytesMut::with_capacity(2);
-    encode_version(&mut version, PROTOCOL_VERSION);
-    let mut chunks = vec![version.freeze()];
-    if let Err(e) = write_chunks(&mut w, &mut chunks, write_timeout).await {
-        sock.shutdown(CloseReason::Io(e.to_string()), None);
-        sock.inner.finished.send_replace(true);
-        return;
-    }
     let mut heartbeats = heartbeat_every.map(|every| {
         let mut t = tokio::time::interval(every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1336,50 +1467,51 @@ async fn writer_task<W>(
     loop {
         tokio::select! {
             biased;
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                if n < BATCH && (n > 1 || busy || sock.requests_pending() > 1) {
+            items = poll_fn(|cx| sock.poll_work(cx)) => {
+                let pending = sock.requests_pending();
+                if items > 0 && items < BATCH && (items > 1 || busy || pending > 1) {
                     // Under load, let the tasks that are ready to run queue their messages
                     // too, so that they leave in this write rather than in one write each.
                     // (Not when messages come one at a time: that would only add latency.)
                     tokio::task::yield_now().await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Some(m) => batch.push(m),
-                            None => break,
-                        }
-                    }
                 }
             }
-            _ = closing.changed() => {
-                // Flush what was queued before the close, then the last word, then stop.
-                while batch.len() < 4 * BATCH {
-                    match rx.try_recv() {
-                        Some(m) => batch.push(m),
-                        None => break,
-                    }
-                }
-                let last = closing.borrow().as_ref().and_then(|c| c.last.clone());
-                batch.extend(last.map(Out::One));
-                let _ = write_batch(&mut w, &batch, &mut chunks, write_timeout).await;
-                break;
-            }
+            _ = closing.changed() => break,
             _ = async { heartbeats.as_mut().expect("guarded").tick().await }, if heartbeats.is_some() => {
-                batch.push(Out::One(heartbeat(sock.inner.heartbeat_load.load(Ordering::Relaxed))));
+                let load = sock.inner.heartbeat_load.load(Ordering::Relaxed);
+                sock.queue_heartbeat(load);
+                continue;
             }
         }
-        busy = batch.len() > 1;
-        if let Err(e) = write_batch(&mut w, &batch, &mut chunks, write_timeout).await {
-            batch.clear();
+        let Some((items, mut batch)) = sock.take_work(&mut spare, false) else {
+            // A sender took the work meanwhile and writes it itself.
+            continue;
+        };
+        busy = items > 1;
+        if let Err(e) = write_out(&sock, &mut batch, write_timeout).await {
             sock.shutdown(CloseReason::Io(e.to_string()), None);
             break;
         }
-        batch.clear();
+        sock.shared().out.task_done(&mut spare, batch);
     }
-    rx.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
+    // Closing: once no sender is writing, write what is queued, then the last word.
+    let mut last = closing.borrow().as_ref().and_then(|c| c.last.clone());
+    let rest = poll_fn(|cx| {
+        if sock.shared().out.poll_work(cx.waker(), true) {
+            if let Some((_, batch)) = sock.take_work(&mut spare, true) {
+                return Poll::Ready(batch);
+            }
+        }
+        Poll::Pending
+    });
+    if let Ok(mut batch) = tokio::time::timeout(Duration::from_secs(1), rest).await {
+        if let Some(m) = last.take() {
+            batch.push(&m);
+        }
+        let _ = write_out(&sock, &mut batch, write_timeout).await;
+    }
+    let shutdown = poll_fn(|cx| sock.io().as_mut().poll_shutdown(cx));
+    let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
     sock.inner.finished.send_replace(true);
     sock.inner
         .guard
@@ -1388,85 +1520,51 @@ async fn writer_task<W>(
         .take();
 }
 
-async fn write_batch<W>(
-    w: &mut std::pin::Pin<Box<W>>,
-    batch: &[Out],
-    chunks: &mut Vec<Bytes>,
-    timeout: Option<Duration>,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Send + ?Sized,
-{
-    if batch.is_empty() {
-        return Ok(());
-    }
-    // Size the buffer once: growing it message by message reallocated several times per batch.
-    let copied: usize = batch
-        .iter()
-        .flat_map(Out::messages)
-        .map(|m| {
-            let p = m.payload().len();
-            m.header_len() + if p <= COPY_PAYLOAD_MAX { p } else { 0 }
-        })
-        .sum();
-    let mut head = BytesMut::with_capacity(copied);
-    for m in batch.iter().flat_map(Out::messages) {
-        m.encode_header(&mut head);
-        let p = m.payload();
-        if p.len() <= COPY_PAYLOAD_MAX {
-            head.extend_from_slice(p);
+impl Sock {
+    /// For the writer task: whether there is work for it (how many items are queued), else
+    /// `Pending` until there is.
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        let mut s = self.shared();
+        if s.out.poll_work(cx.waker(), false) {
+            Poll::Ready(s.out.items())
         } else {
-            chunks.push(head.split().freeze());
-            chunks.push(p.clone());
+            Poll::Pending
         }
     }
-    if !head.is_empty() {
-        chunks.push(head.freeze());
+
+    /// For the writer task: takes the work (and the writing) over, recycling `spare`. With
+    /// `closing`, takes whatever there is, even nothing. `None` if a sender is writing, or
+    /// (unless closing) if there is nothing to do.
+    fn take_work(&self, spare: &mut Batch, closing: bool) -> Option<(usize, Batch)> {
+        let (taken, senders) = {
+            let mut s = self.shared();
+            let items = s.out.items();
+            let batch = s.out.take_work(spare, closing)?;
+            ((items, batch), s.out.take_room_waiters(false))
+        };
+        senders.into_iter().for_each(Waker::wake);
+        Some(taken)
     }
-    write_chunks(w, chunks, timeout).await
+
+    /// Queues a heartbeat, full outbox or not: it is the writer task that makes room.
+    fn queue_heartbeat(&self, load: u16) {
+        let mut s = self.shared();
+        if s.pending.closed().is_none() {
+            s.out.batch().push(&heartbeat(load));
+            // The writer task queues it: nobody to wake or to write for it.
+            let _ = s.out.queued(false);
+        }
+    }
 }
 
-/// Writes every chunk with vectored writes, then flushes. Empties `chunks`.
-async fn write_chunks<W>(
-    w: &mut std::pin::Pin<Box<W>>,
-    chunks: &mut Vec<Bytes>,
+/// Writes `batch` (and flushes), failing if the peer does not take it within `timeout`.
+async fn write_out(
+    sock: &Sock,
+    batch: &mut Batch,
     timeout: Option<Duration>,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Send + ?Sized,
-{
-    let io = async {
-        let mut first = 0;
-        let mut offset = 0;
-        while first < chunks.len() {
-            let n = {
-                let slices: Vec<IoSlice<'_>> = chunks[first..]
-                    .iter()
-                    .take(64)
-                    .enumerate()
-                    .map(|(i, c)| IoSlice::new(if i == 0 { &c[offset..] } else { &c[..] }))
-                    .collect();
-                w.write_vectored(&slices).await?
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            let mut n = n;
-            while n > 0 {
-                let left = chunks[first].len() - offset;
-                if n >= left {
-                    n -= left;
-                    first += 1;
-                    offset = 0;
-                } else {
-                    offset += n;
-                    n = 0;
-                }
-            }
-        }
-        w.flush().await
-    };
-    let res = match timeout {
+) -> std::io::Result<()> {
+    let io = poll_fn(|cx| poll_write_batch(sock.io().as_mut(), cx, batch));
+    match timeout {
         Some(t) => tokio::time::timeout(t, io).await.unwrap_or_else(|_| {
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -1474,7 +1572,5 @@ where
             ))
         }),
         None => io.await,
-    };
-    chunks.clear();
-    res
+    }
 }
