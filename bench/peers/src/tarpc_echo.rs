@@ -1,14 +1,17 @@
-//! tarpc: a service with one RPC `echo(data: Vec<u8>) -> Vec<u8>` over TCP with tarpc's
+//! tarpc: a service with one RPC `echo(data: Bytes) -> Bytes` over TCP with tarpc's
 //! tokio-serde **bincode** transport (length-delimited frames), default client and server
 //! configurations.
 //!
-//! The payload is a plain `Vec<u8>`, as the service trait would usually declare it; bincode
-//! writes it as a length and the bytes. Each request slot sends the vector the previous answer
-//! gave back (echo returns what it was sent), so the client copies no payload of its own.
+//! The payload is a [`bytes::Bytes`] (its `serde` feature), which serde hands to bincode as one
+//! byte string: a length and a copy of the bytes. A plain `Vec<u8>` would be serialized by
+//! serde as a sequence, one `u8` element at a time: at 1 MiB that cost about 7× the CPU per
+//! request on each side (see BENCHMARKS.md, "Against tarpc and jsonrpsee"). The client clones
+//! its payload `Bytes` for each request, as the gotalk load does.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use gotalk_bench::load::{payload, Control, LoadOptions, LoadResult, Tally};
 use tarpc::server::{BaseChannel, Channel};
@@ -23,7 +26,7 @@ use crate::Error;
 #[tarpc::service]
 pub trait Echo {
     /// Returns `data`.
-    async fn echo(data: Vec<u8>) -> Vec<u8>;
+    async fn echo(data: Bytes) -> Bytes;
 }
 
 /// The server's implementation of [`Echo`].
@@ -31,7 +34,7 @@ pub trait Echo {
 struct EchoServer;
 
 impl Echo for EchoServer {
-    async fn echo(self, _: context::Context, data: Vec<u8>) -> Vec<u8> {
+    async fn echo(self, _: context::Context, data: Bytes) -> Bytes {
         data
     }
 }
@@ -58,7 +61,7 @@ pub async fn serve(addr: &str, ready: impl FnOnce(&str)) -> Result<(), Error> {
 /// Runs the load against a [`serve`]r at `addr` and returns what it measured.
 pub async fn load(addr: &str, opts: &LoadOptions) -> Result<LoadResult, Error> {
     let ctl = Arc::new(Control::default());
-    let body = payload(opts.size).to_vec();
+    let body = payload(opts.size);
     let mut clients = Vec::new();
     for _ in 0..opts.conns {
         let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?;
@@ -89,22 +92,16 @@ pub async fn load(addr: &str, opts: &LoadOptions) -> Result<LoadResult, Error> {
     })
 }
 
-async fn request_loop(
-    client: EchoClient,
-    body: Vec<u8>,
-    ctl: Arc<Control>,
-) -> Result<Tally, Error> {
+async fn request_loop(client: EchoClient, body: Bytes, ctl: Arc<Control>) -> Result<Tally, Error> {
     let mut tally = Tally::default();
-    let mut data = body.clone();
     while !ctl.stopped() {
         let t = Instant::now();
-        data = client.echo(context::current(), data).await?;
+        let out = client.echo(context::current(), body.clone()).await?;
         if ctl.recording() {
             tally.hist.record(t.elapsed());
         }
-        if data.len() != body.len() {
+        if out.len() != body.len() {
             tally.bad += 1;
-            data.clone_from(&body);
         }
     }
     Ok(tally)
