@@ -5,11 +5,22 @@
 #   bench/matrix.sh                  every point, 3 s each ($BENCH_SECONDS to change)
 #   bench/matrix.sh --points ab      only some points
 #   bench/matrix.sh --smoke          0.2 s per point, 200 idle connections: checks it runs
+#   bench/matrix.sh --peers          also tarpc and jsonrpsee at points (a)-(e): builds the
+#                                    bench/peers crate (outside the workspace) first
 #
 # Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+args=()
+peers=
+for a in "$@"; do
+  if [ "$a" = --peers ]; then peers=1; else args+=("$a"); fi
+done
 # (f) holds 10,000 idle connections: each process needs that many file descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release -q -p gotalk-bench --bins
-exec target/release/matrix "$@"
+if [ -n "$peers" ]; then
+  cargo build --release -q --manifest-path bench/peers/Cargo.toml --bins
+  args+=(--peers tarpc,jsonrpsee --peer-dir bench/peers/target/release)
+fi
+exec target/release/matrix ${args[@]+"${args[@]}"}

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdef] [--smoke]
+//!        [--peers tarpc,jsonrpsee [--peer-dir bench/peers/target/release]]
 //! ```
 //! Points: (a)–(e) echo loads, (f) server memory per idle connection, (g) the loads of (b) and
 //! (e) over WebSocket (compared with the TCP floor: the floor is what the machine can do).
@@ -10,6 +11,11 @@
 //! and client never share a runtime. Figures are absolute and as a ratio gotalk / floor from
 //! the same run. `--seconds` defaults to `$BENCH_SECONDS` or 3; `--smoke` runs each point for
 //! 0.2 s with 200 idle connections, to check that everything works, not to measure.
+//!
+//! `--peers` adds a column (absolute figure and ratio to the same run's floor) for each listed
+//! peer RPC crate at points (a)–(e), run the same way with `peer-server` and `peer-load` from
+//! `--peer-dir` (built from `bench/peers` by `bench/matrix.sh --peers`; the default directory is
+//! relative to the repository root, where `bench/matrix.sh` runs this).
 //!
 //! Exits non-zero if any run failed (not if a target is missed: benchmarks are not tests).
 
@@ -34,6 +40,12 @@ struct Point {
 
 type Fields = HashMap<String, String>;
 
+/// The server and load-generator executables that run one protocol.
+struct Exes {
+    server: PathBuf,
+    load: PathBuf,
+}
+
 fn main() {
     let args = Args::from_env(&["smoke"]);
     let smoke = args.flag("smoke");
@@ -48,6 +60,25 @@ fn main() {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| fail("cannot find the directory of this binary"));
+    let peers: Vec<String> = args
+        .text("peers")
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let peer_dir = PathBuf::from(
+        args.text("peer-dir")
+            .unwrap_or("bench/peers/target/release"),
+    );
+    let ours = Exes {
+        server: bin_dir.join("echo-server"),
+        load: bin_dir.join("load-gen"),
+    };
+    let theirs = Exes {
+        server: peer_dir.join("peer-server"),
+        load: peer_dir.join("peer-load"),
+    };
 
     let mib = 1 << 20;
     let points = [
@@ -79,15 +110,22 @@ fn main() {
     let mut failures = 0;
     let mut ok = 0;
     let mut floors: HashMap<char, Option<Fields>> = HashMap::new();
-    let mut measure = |proto: &str, p: &Point| match run(&bin_dir, proto, p, secs, warmup) {
-        Ok(f) => {
-            ok += 1;
-            Some(f)
-        }
-        Err(e) => {
-            eprintln!("  FAILED: {e}");
-            failures += 1;
-            None
+    let mut measure = |proto: &str, p: &Point| {
+        let exes = if peers.iter().any(|x| x == proto) {
+            &theirs
+        } else {
+            &ours
+        };
+        match run(exes, proto, p, secs, warmup) {
+            Ok(f) => {
+                ok += 1;
+                Some(f)
+            }
+            Err(e) => {
+                eprintln!("  FAILED: {e}");
+                failures += 1;
+                None
+            }
         }
     };
     for p in points.iter().filter(|p| only.contains(p.key)) {
@@ -95,7 +133,15 @@ fn main() {
         let floor = measure("floor", p);
         eprintln!("({}) {} — gotalk", p.key, p.what);
         let gotalk = measure("gotalk", p);
-        rows.extend(table_rows(p.key, &p.what, p.key, &floor, &gotalk));
+        let mut others = Vec::new();
+        if p.idle.is_none() {
+            for peer in &peers {
+                eprintln!("({}) {} — {peer}", p.key, p.what);
+                others.push(measure(peer, p));
+            }
+        }
+        let cols = Columns::new(&floor, &gotalk, &peers, &others);
+        rows.extend(table_rows(p.key, &p.what, p.key, &cols));
         floors.insert(p.key, floor);
     }
     if only.contains('g') {
@@ -112,12 +158,20 @@ fn main() {
             eprintln!("(g) {} — gotalk over WebSocket", p.what);
             let ws = measure("ws", p);
             let what = format!("({base}) over WebSocket");
-            rows.extend(table_rows('g', &what, base, &floor, &ws));
+            let cols = Columns::new(&floor, &ws, &peers, &[]);
+            rows.extend(table_rows('g', &what, base, &cols));
         }
     }
 
-    println!("| point | what | metric | floor | gotalk | gotalk / floor | target | met |");
-    println!("|---|---|---|---:|---:|---:|---|---|");
+    let peer_heads: String = peers
+        .iter()
+        .map(|p| format!(" {p} | {p} / floor |"))
+        .collect();
+    let peer_rule = "---:|---:|".repeat(peers.len());
+    println!(
+        "| point | what | metric | floor | gotalk | gotalk / floor |{peer_heads} target | met |"
+    );
+    println!("|---|---|---|---:|---:|---:|{peer_rule}---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -149,26 +203,26 @@ impl Drop for ServerProc {
     }
 }
 
-fn run(bin_dir: &Path, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fields, String> {
-    let exe = |name: &str| -> PathBuf { bin_dir.join(name) };
+fn run(exes: &Exes, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fields, String> {
+    let (server_exe, load_exe) = (exes.server.display(), exes.load.display());
     let mut server = ServerProc(
-        Command::new(exe("echo-server"))
+        Command::new(&exes.server)
             .args(["--proto", proto, "--addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting echo-server: {e}"))?,
+            .map_err(|e| format!("starting {server_exe}: {e}"))?,
     );
     let mut line = String::new();
     BufReader::new(server.0.stdout.take().expect("piped"))
         .read_line(&mut line)
-        .map_err(|e| format!("reading echo-server: {e}"))?;
+        .map_err(|e| format!("reading {server_exe}: {e}"))?;
     let addr = line
         .trim()
         .strip_prefix("LISTENING ")
-        .ok_or_else(|| format!("echo-server said {line:?}"))?
+        .ok_or_else(|| format!("{server_exe} said {line:?}"))?
         .to_owned();
-    let mut cmd = Command::new(exe("load-gen"));
+    let mut cmd = Command::new(&exes.load);
     cmd.args(["--proto", proto, "--addr", &addr]);
     match p.idle {
         Some(n) => {
@@ -187,11 +241,11 @@ fn run(bin_dir: &Path, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("starting load-gen: {e}"))?;
+        .map_err(|e| format!("starting {load_exe}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
-            "load-gen exited with {}: {}{}",
+            "{load_exe} exited with {}: {}{}",
             out.status,
             stdout.trim(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -200,7 +254,7 @@ fn run(bin_dir: &Path, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result
     let fields = stdout
         .lines()
         .find_map(parse_result_line)
-        .ok_or_else(|| format!("load-gen printed no RESULT line: {stdout}"))?;
+        .ok_or_else(|| format!("{load_exe} printed no RESULT line: {stdout}"))?;
     eprintln!("  {}", stdout.trim());
     drop(server);
     Ok(fields.into_iter().collect())
@@ -219,6 +273,33 @@ fn fmt_num(v: Option<f64>) -> String {
     }
 }
 
+/// The measured columns of one point: the floor, gotalk (or gotalk over WebSocket) and the
+/// peers, if any were asked for.
+struct Columns<'a> {
+    floor: &'a Option<Fields>,
+    gotalk: &'a Option<Fields>,
+    /// One per `--peers` entry; `None` where the peer was not run at this point (empty
+    /// cells), `Some(None)` where its run failed (—).
+    peers: Vec<Option<&'a Option<Fields>>>,
+}
+
+impl<'a> Columns<'a> {
+    /// `measured` holds the peers' results in the order of `peers`, or nothing where the
+    /// point does not run them.
+    fn new(
+        floor: &'a Option<Fields>,
+        gotalk: &'a Option<Fields>,
+        peers: &[String],
+        measured: &'a [Option<Fields>],
+    ) -> Columns<'a> {
+        Columns {
+            floor,
+            gotalk,
+            peers: (0..peers.len()).map(|i| measured.get(i)).collect(),
+        }
+    }
+}
+
 /// What a metric must achieve, as a ratio gotalk / floor (or an absolute bound for memory).
 enum Target {
     None,
@@ -228,13 +309,7 @@ enum Target {
 }
 
 /// The table rows of point `key`, with the metrics and targets of point `kind`.
-fn table_rows(
-    key: char,
-    what: &str,
-    kind: char,
-    floor: &Option<Fields>,
-    gotalk: &Option<Fields>,
-) -> Vec<String> {
+fn table_rows(key: char, what: &str, kind: char, cols: &Columns) -> Vec<String> {
     let metrics: Vec<(&str, &str, Target)> = match kind {
         'a' => vec![
             ("req/s", "rps", Target::None),
@@ -272,11 +347,19 @@ fn table_rows(
         .into_iter()
         .enumerate()
         .map(|(i, (label, field, target))| {
-            let (f, g) = (num(floor, field), num(gotalk, field));
-            let ratio = match (f, g) {
-                (Some(f), Some(g)) if f > 0.0 => Some(g / f),
-                _ => None,
-            };
+            let (f, g) = (num(cols.floor, field), num(cols.gotalk, field));
+            let ratio = ratio_to(f, g);
+            let peer_cells: String = cols
+                .peers
+                .iter()
+                .map(|peer| match peer {
+                    None => "  |  |".to_owned(),
+                    Some(fields) => {
+                        let v = num(fields, field);
+                        format!(" {} | {} |", fmt_num(v), fmt_ratio(ratio_to(f, v)))
+                    }
+                })
+                .collect();
             let target = if key == 'g' { Target::None } else { target };
             let (tgt, met) = match target {
                 Target::None => (String::new(), String::new()),
@@ -285,7 +368,7 @@ fn table_rows(
                 Target::AbsAtMost(t, unit) => (format!("≤ {t} {unit}"), yes_no(g.map(|g| g <= t))),
             };
             format!(
-                "| {} | {} | {label} | {} | {} | {} | {tgt} | {met} |",
+                "| {} | {} | {label} | {} | {} | {} |{peer_cells} {tgt} | {met} |",
                 if i == 0 {
                     key.to_string()
                 } else {
@@ -294,10 +377,22 @@ fn table_rows(
                 if i == 0 { what } else { "" },
                 fmt_num(f),
                 fmt_num(g),
-                ratio.map_or("—".to_owned(), |r| format!("{r:.2}")),
+                fmt_ratio(ratio),
             )
         })
         .collect()
+}
+
+/// `v / floor`, where both are known and the floor is not 0.
+fn ratio_to(floor: Option<f64>, v: Option<f64>) -> Option<f64> {
+    match (floor, v) {
+        (Some(f), Some(v)) if f > 0.0 => Some(v / f),
+        _ => None,
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("—".to_owned(), |r| format!("{r:.2}"))
 }
 
 fn yes_no(v: Option<bool>) -> String {
