@@ -61,7 +61,7 @@
 //! | `conn` | connection state without I/O: request IDs, pending requests, incoming streams |
 //! | [`handlers`] | the router: op/name → handler, fallback, JSON and raw handlers |
 //! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
-//! | `queue` | the bounded write queue between senders and the writer (allocates nothing while idle) |
+//! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |

@@ -1,19 +1,26 @@
 //! [`Sock`]: one connection to a peer, and the tasks that drive it.
 //!
-//! Each connection runs two tasks:
+//! Each connection runs two tasks around one lock-protected state (our pending requests and
+//! the outbox of bytes to write, see `outbox`):
 //! - the **reader** owns the read half and a `BytesMut`; it decodes every whole message the
-//!   buffer holds before reading again, completes our pending requests directly, runs
-//!   notification handlers in order, and runs each incoming request's handler until it first
-//!   waits (answers of handlers that finish at once are queued together after each read; a
-//!   handler that waits goes on in a task of its own); an idle connection holds no read buffer;
-//! - the **writer** owns the write half and a bounded queue of outgoing messages; it drains
-//!   everything queued and writes it with vectored writes (small messages coalesced, large
-//!   payloads written from their own buffers, never copied), and sends heartbeats.
+//!   buffer holds before reading again, hands the results of our requests to their tasks
+//!   (all of one read under one lock), runs notification handlers in order, and runs each
+//!   incoming request's handler until it first waits (answers of handlers that finish at once
+//!   are queued together after each read, and the reader writes them itself when nobody else
+//!   is writing; a handler that waits goes on in a task of its own); an idle connection holds
+//!   no read buffer;
+//! - the **writer** writes what senders queued whenever it cannot be written at once: under
+//!   load (many small messages gathered into one vectored write, large payloads written from
+//!   their own buffers, never copied) and whenever the peer is slow to read (with the write
+//!   timeout); it also sends heartbeats.
 //!
-//! When the connection ends for any reason, `Sock::shutdown` marks it closed under the
-//! pending-requests lock, fails every waiting request with the reason, and tells both tasks to
-//! stop; the writer flushes what was queued (including a final `f` message if there is one)
-//! before shutting the transport down.
+//! A request is registered and encoded into the outbox in one step; its task then waits in
+//! its pending entry, where the reader stores the reply.
+//!
+//! When the connection ends for any reason, `Sock::shutdown` marks it closed under the lock,
+//! fails every waiting request with the reason, and tells both tasks to stop; the writer
+//! flushes what was queued (including a final `f` message if there is one) before shutting
+//! the transport down.
 
 use std::any::Any;
 use std::fmt;
