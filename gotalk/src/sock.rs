@@ -28,7 +28,7 @@ use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -233,8 +233,8 @@ struct Shared {
 type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
 
 struct Inner {
-    shared: Mutex<Shared>,
-    io: Mutex<WriteHalf>,
+    shared: parking_lot::Mutex<Shared>,
+    io: parking_lot::Mutex<WriteHalf>,
     closing: watch::Sender<Option<Closing>>,
     /// Set once the writer has flushed and shut the transport down.
     finished: watch::Sender<bool>,
@@ -323,11 +323,11 @@ impl Sock {
         let _ = out.queued(false);
         let sock = Sock {
             inner: Arc::new(Inner {
-                shared: Mutex::new(Shared {
+                shared: parking_lot::Mutex::new(Shared {
                     pending: Pending::default(),
                     out,
                 }),
-                io: Mutex::new(Box::pin(writer)),
+                io: parking_lot::Mutex::new(Box::pin(writer)),
                 closing: closing_tx,
                 finished: watch::channel(false).0,
                 handlers: config.handlers.clone().unwrap_or_else(default_handlers),
@@ -584,12 +584,12 @@ impl Sock {
 
     // ---- internals ------------------------------------------------------------------------
 
-    fn shared(&self) -> MutexGuard<'_, Shared> {
-        self.inner.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn shared(&self) -> parking_lot::MutexGuard<'_, Shared> {
+        self.inner.shared.lock()
     }
 
-    fn io(&self) -> MutexGuard<'_, WriteHalf> {
-        self.inner.io.lock().unwrap_or_else(|e| e.into_inner())
+    fn io(&self) -> parking_lot::MutexGuard<'_, WriteHalf> {
+        self.inner.io.lock()
     }
 
     /// Drops our request `id` from the pending table (its results will be ignored).
