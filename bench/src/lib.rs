@@ -33,3 +33,19 @@ pub mod floor;
 pub mod hist;
 pub mod idle;
 pub mod load;
+
+/// The tokio runtime the benchmark binaries run on: multi-threaded with one worker per core
+/// (what `#[tokio::main]` gives), or `--threads N` workers (`--threads 0`: a current-thread
+/// runtime).
+pub fn runtime(args: &args::Args) -> tokio::runtime::Runtime {
+    let threads: usize = args.get("threads", usize::MAX);
+    let mut b = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if threads != 0 && threads != usize::MAX {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build().expect("tokio runtime")
+}

@@ -1,7 +1,7 @@
 //! The echo server of the benchmark matrix, run as its own process.
 //!
 //! ```text
-//! echo-server --proto floor|gotalk|ws [--addr 127.0.0.1:0]
+//! echo-server --proto floor|gotalk|ws [--addr 127.0.0.1:0] [--threads N]
 //! ```
 //! Prints `LISTENING <address>` once it accepts connections (`host:port`, or for `ws` the
 //! `ws://host:port/gotalk/` URL), then serves until killed. `gotalk` serves a buffer operation
@@ -12,9 +12,12 @@ use std::io::Write;
 
 use gotalk_bench::args::{fail, Args};
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::from_env(&[]);
+    gotalk_bench::runtime(&args).block_on(run(args));
+}
+
+async fn run(args: Args) {
     let proto = args.text("proto").unwrap_or("gotalk").to_owned();
     let addr = args.text("addr").unwrap_or("127.0.0.1:0").to_owned();
     match proto.as_str() {

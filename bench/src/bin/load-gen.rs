@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! load-gen --proto floor|gotalk|ws --addr ADDRESS [--conns 1] [--inflight 1] [--size 16]
-//!          [--duration 3] [--warmup 0.5]
+//!          [--duration 3] [--warmup 0.5] [--threads N]
 //! load-gen --proto floor|gotalk|ws --addr ADDRESS --idle N --server-pid PID
 //! ```
 //! ADDRESS is what `echo-server` printed (`host:port`, or a `ws://` URL for `ws`).
@@ -17,9 +17,12 @@ use gotalk_bench::args::{fail, Args};
 use gotalk_bench::idle;
 use gotalk_bench::load::LoadOptions;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::from_env(&[]);
+    gotalk_bench::runtime(&args).block_on(run(args));
+}
+
+async fn run(args: Args) {
     let proto = args.text("proto").unwrap_or("gotalk").to_owned();
     let addr = args
         .text("addr")
