@@ -126,7 +126,15 @@ where
             if !this.chunk.is_empty() {
                 let n = this.chunk.len().min(buf.remaining());
                 buf.put_slice(&this.chunk[..n]);
-                this.chunk.advance(n);
+                if n == this.chunk.len() {
+                    // Let go of the message as soon as it is copied, not when the next one
+                    // arrives: it shares the WebSocket library's read buffer, which can then be
+                    // reused in place for the next message instead of reallocated (a fresh
+                    // allocation, and fresh pages, for every large message).
+                    this.chunk = Bytes::new();
+                } else {
+                    this.chunk.advance(n);
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
