@@ -58,6 +58,13 @@ pub use axum;
 
 use self::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 
+/// Most bytes tungstenite reads from the socket at a time (its `read_buffer_size`; the default
+/// is 128 KiB). tungstenite zero-fills this much of its read buffer before every read, however
+/// few bytes arrive, and an idle connection keeps it: at 128 KiB the zeroing was the largest
+/// single cost of small messages and every connection held 148 KiB. Large messages still go
+/// into one buffer sized for the whole frame, 16 KiB per read.
+pub(crate) const READ_BUFFER: usize = 16 * 1024;
+
 /// Largest WebSocket message accepted under `config`: the payload limit plus room for the
 /// headers of a peer that sends several messages in one WebSocket message.
 pub(crate) fn max_message_size(config: &Config) -> usize {
@@ -197,7 +204,8 @@ where
     let max = max_message_size(config);
     let ws_config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER);
     let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
     let (ws, _response) = tokio::time::timeout(config.get_handshake_timeout(), handshake)
         .await

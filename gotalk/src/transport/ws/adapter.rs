@@ -93,12 +93,18 @@ fn close_reason(code: u16) -> &'static str {
 // ---- reading ------------------------------------------------------------------------------
 
 /// An `AsyncRead` over a stream of WebSocket messages: the data of every message, in order.
+///
+/// One read hands over as many messages as are ready and fit, not one message per read: the
+/// reference sends every header and every payload as a message of its own, so a read per
+/// message would cost the connection's reader a wake-up for every half gotalk message.
 pub(crate) struct WsReader<S> {
     stream: S,
     /// What is left of the current message.
     chunk: Bytes,
     close: CloseCode,
     eof: bool,
+    /// An error met after a read had already taken some bytes; the next read reports it.
+    error: Option<io::Error>,
 }
 
 impl<S> WsReader<S> {
@@ -108,6 +114,7 @@ impl<S> WsReader<S> {
             chunk: Bytes::new(),
             close,
             eof: false,
+            error: None,
         }
     }
 }
@@ -122,25 +129,50 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let start = buf.filled().len();
         loop {
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
             if !this.chunk.is_empty() {
                 let n = this.chunk.len().min(buf.remaining());
                 buf.put_slice(&this.chunk[..n]);
-                this.chunk.advance(n);
+                if n == this.chunk.len() {
+                    // Let go of the message as soon as it is copied: it shares the WebSocket
+                    // library's read buffer, which can then be reused in place for the next
+                    // message instead of reallocated (a fresh allocation, and fresh pages, for
+                    // every large message).
+                    this.chunk = Bytes::new();
+                } else {
+                    this.chunk.advance(n);
+                }
+                continue;
+            }
+            let copied = buf.filled().len() > start;
+            if copied && (this.eof || this.error.is_some()) {
                 return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = this.error.take() {
+                return Poll::Ready(Err(e));
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut this.stream).poll_next(cx)) {
+            let next = match Pin::new(&mut this.stream).poll_next(cx) {
+                Poll::Ready(next) => next,
+                // Hand over what we have; the waker stays registered for what comes next.
+                Poll::Pending if copied => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            };
+            match next {
                 None | Some(Ok(Event::Close)) => this.eof = true,
                 Some(Ok(Event::Data(b))) => this.chunk = b,
                 Some(Ok(Event::Skip)) => {}
                 Some(Ok(Event::TooBig(what))) => {
                     this.close.set(CLOSE_TOO_BIG);
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, what)));
+                    this.error = Some(io::Error::new(io::ErrorKind::InvalidData, what));
                 }
-                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Err(e)) => this.error = Some(e),
             }
         }
     }
@@ -467,5 +499,83 @@ mod tests {
         });
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(close.get(), CLOSE_TOO_BIG);
+    }
+
+    /// One `poll_read` with a buffer of `cap` bytes.
+    fn read_once<S>(r: &mut WsReader<S>, cap: usize) -> Poll<io::Result<Vec<u8>>>
+    where
+        S: Stream<Item = io::Result<Event>> + Unpin,
+    {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut space = vec![0u8; cap];
+        let mut buf = ReadBuf::new(&mut space);
+        Pin::new(r)
+            .poll_read(&mut cx, &mut buf)
+            .map_ok(|()| buf.filled().to_vec())
+    }
+
+    #[test]
+    fn one_read_takes_every_ready_message_that_fits() {
+        let data = |b: &'static [u8]| Ok(Event::Data(Bytes::from_static(b)));
+        let events = vec![
+            data(b"01"),
+            data(b"r0001004echo00000005"),
+            Ok(Event::Skip),
+            data(b"hello"),
+        ];
+        // Then nothing more for now: the stream is pending.
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter(events),
+            futures_util::stream::pending(),
+        );
+        let mut r = WsReader::new(stream, CloseCode::default());
+        match read_once(&mut r, 64) {
+            Poll::Ready(Ok(got)) => assert_eq!(got, b"01r0001004echo00000005hello"),
+            other => panic!("read: {other:?}"),
+        }
+        assert!(read_once(&mut r, 64).is_pending());
+
+        // A small buffer takes what fits; the rest waits for the next read.
+        let events = vec![data(b"01r000"), data(b"1004echo00000005hello")];
+        let mut r = WsReader::new(futures_util::stream::iter(events), CloseCode::default());
+        let mut got = Vec::new();
+        for want in [&b"01r0001"[..], b"004echo", b"0000000", b"5hello", b""] {
+            match read_once(&mut r, 7) {
+                Poll::Ready(Ok(b)) => assert_eq!(b, want),
+                other => panic!("read: {other:?}"),
+            }
+            got.extend_from_slice(want);
+        }
+        assert_eq!(got, b"01r0001004echo00000005hello");
+    }
+
+    #[test]
+    fn an_error_after_data_comes_with_the_next_read() {
+        let close = CloseCode::default();
+        let events = vec![
+            Ok(Event::Data(Bytes::from_static(b"01"))),
+            Ok(Event::TooBig("too big".into())),
+            Ok(Event::Data(Bytes::from_static(b"never read"))),
+        ];
+        let mut r = WsReader::new(futures_util::stream::iter(events), close.clone());
+        match read_once(&mut r, 64) {
+            Poll::Ready(Ok(got)) => assert_eq!(got, b"01"),
+            other => panic!("read: {other:?}"),
+        }
+        assert_eq!(close.get(), CLOSE_TOO_BIG);
+        match read_once(&mut r, 64) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            other => panic!("read: {other:?}"),
+        }
+
+        let events = vec![
+            Ok(Event::Data(Bytes::from_static(b"01"))),
+            Err(io::Error::from(io::ErrorKind::ConnectionReset)),
+        ];
+        let mut r = WsReader::new(futures_util::stream::iter(events), CloseCode::default());
+        assert!(matches!(read_once(&mut r, 64), Poll::Ready(Ok(b)) if b == b"01"));
+        assert!(
+            matches!(read_once(&mut r, 64), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
     }
 }

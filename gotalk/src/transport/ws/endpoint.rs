@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
 
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
-use super::{max_message_size, tungstenite_event};
+use super::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
@@ -278,6 +278,7 @@ impl Endpoint {
         let max = max_message_size(&self.config);
         ws.max_message_size(max)
             .max_frame_size(max)
+            .read_buffer_size(READ_BUFFER)
             .on_upgrade(move |socket| async move {
                 let peer = info.peer_addr.map(|a| a.to_string());
                 match adopt(socket, &self.config, peer, info).await {
