@@ -958,14 +958,16 @@ async fn reader_task<R>(
     }
 }
 
-/// Size of the buffer on the reader's stack that an idle connection reads into.
-const IDLE_READ: usize = 512;
+/// Most bytes an idle connection reads in one go, into a buffer on the stack of the poll
+/// (not of the reader's future: nothing is held while it waits).
+const IDLE_READ: usize = 16 * 1024;
 
 /// Reads more bytes into `buf`.
 ///
 /// With nothing buffered and nothing waiting on the connection, the connection is idle: the
-/// buffer is given back and the read waits with a small buffer on the stack, so that idle
-/// connections hold no read buffer. The buffer is allocated again when bytes arrive.
+/// buffer is given back and the reader waits holding no buffer at all. When bytes arrive they
+/// are read into a buffer on the stack for the length of one poll and copied into a fresh
+/// buffer, so a burst of messages is taken in one read however large the old buffer was.
 async fn read_more<R>(
     r: &mut std::pin::Pin<Box<R>>,
     buf: &mut BytesMut,
@@ -984,13 +986,19 @@ where
         }
     }
     *buf = BytesMut::new();
-    let mut small = [0u8; IDLE_READ];
-    let n = r.read(&mut small).await?;
-    if n > 0 {
-        buf.reserve(want.max(n));
-        buf.extend_from_slice(&small[..n]);
-    }
-    Ok(n)
+    poll_fn(|cx| {
+        // Not zeroed: the transport only writes into it.
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut stack);
+        std::task::ready!(r.as_mut().poll_read(cx, &mut rb))?;
+        let got = rb.filled();
+        if !got.is_empty() {
+            buf.reserve(want.max(got.len() + READ_CHUNK));
+            buf.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
+    })
+    .await
 }
 
 struct Reader {
