@@ -28,7 +28,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{self, message_from_parts, parse_hex, Message, MsgType, Name, RequestId};
+use crate::frame::{
+    self, message_from_parts, message_with_name, parse_hex, Message, MsgType, Name, RequestId,
+};
 
 /// What the decoder produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,20 +209,22 @@ impl Decoder {
         if buf.len() < h.len + plen {
             return Ok(None);
         }
-        let header = if h.name.is_empty() {
+        // Only the name and the payload are kept, each sharing the buffer (no copy).
+        let name = if h.name.is_empty() {
             buf.advance(h.len);
             Bytes::new()
         } else {
-            buf.split_to(h.len).freeze()
+            buf.advance(h.name.start);
+            let name = buf.split_to(h.name.len()).freeze();
+            buf.advance(h.len - h.name.end);
+            name
         };
         let payload = if plen == 0 {
             Bytes::new()
         } else {
             buf.split_to(plen).freeze()
         };
-        Ok(Some(Decoded::Message(message_from_parts(
-            &h, &header, payload,
-        ))))
+        Ok(Some(Decoded::Message(message_with_name(&h, name, payload))))
     }
 }
 

@@ -671,13 +671,19 @@ fn check_partial_hex(
 pub fn message_from_parts(h: &RawHeader, header: &Bytes, payload: Bytes) -> Message {
     // An empty name may come with an empty `header` (the decoder does not keep the header
     // bytes then), so it must not be sliced out of it.
-    let name = || {
-        Name::from_utf8_unchecked_len(if h.name.is_empty() {
-            Bytes::new()
-        } else {
-            header.slice(h.name.clone())
-        })
+    let name = if h.name.is_empty() {
+        Bytes::new()
+    } else {
+        header.slice(h.name.clone())
     };
+    message_with_name(h, name, payload)
+}
+
+/// Like [`message_from_parts`], with the name's bytes (already validated by
+/// [`parse_header`]) given on their own.
+pub(crate) fn message_with_name(h: &RawHeader, name: Bytes, payload: Bytes) -> Message {
+    let mut name = Some(name);
+    let mut name = || Name::from_utf8_unchecked_len(name.take().unwrap_or_default());
     let id = h.id;
     match h.msg_type {
         MsgType::SingleRequest => Message::SingleRequest {

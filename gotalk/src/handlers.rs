@@ -94,8 +94,35 @@ pub const UNEXPECTED_PARAMETER_TYPE: &str = "unexpected parameter type";
 /// ```
 #[derive(Clone, Default)]
 pub struct Handlers {
-    requests: HashMap<String, RequestHandler>,
-    notifications: HashMap<String, Arc<NotificationHandler>>,
+    requests: HashMap<String, RequestHandler, NameHash>,
+    notifications: HashMap<String, Arc<NotificationHandler>, NameHash>,
+}
+
+/// Hashes operation names for the handler tables with FNV-1a: names are short, and SipHash's
+/// protection against chosen collisions buys nothing here (the peer picks only what is looked
+/// up, not what is in the table), while it costs more than the rest of a lookup.
+type NameHash = std::hash::BuildHasherDefault<Fnv>;
+
+/// FNV-1a, 64 bits.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl fmt::Debug for Handlers {
