@@ -853,6 +853,7 @@ async fn reader_task<R>(
         answers: Vec::new(),
         held: 0,
         replies: Vec::new(),
+        spares: Spares::default(),
         decoder: Decoder::new(limits.get_max_payload()),
         streams: IncomingStreams::default(),
         handshake: Some(handshake),
@@ -894,20 +895,24 @@ async fn reader_task<R>(
         if got {
             last_message = Instant::now();
         }
-        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
-            // Release a large buffer once it has been consumed; idle connections hold little.
-            buf = BytesMut::new();
+        if buf.is_empty() {
+            // A large buffer, consumed: keep it for reuse rather than hand it back.
+            reader.spares.consumed(&mut buf);
+            if buf.capacity() > 4 * READ_CHUNK {
+                // Release any other large buffer once consumed; idle connections hold little.
+                buf = BytesMut::new();
+            }
         }
         // Reserve for the rest of an announced payload, but not more than RESERVE_MAX up front:
         // a peer announcing (and never sending) large payloads must not make us commit memory.
         let want = reader.decoder.needed(&buf).clamp(READ_CHUNK, RESERVE_MAX);
         if !buf.is_empty() && buf.capacity() - buf.len() < READ_CHUNK {
-            buf.reserve(want);
+            reader.spares.reserve(&mut buf, want);
         }
         tokio::select! {
             biased;
             _ = closing.changed() => break Stop::Closing,
-            res = read_more(&mut r, &mut buf, want) => match res {
+            res = read_more(&mut r, &mut buf, want, &mut reader.spares) => match res {
                 Ok(0) => {
                     let reason = if buf.is_empty() && !reader.decoder.is_discarding() {
                         CloseReason::PeerClosed
@@ -972,6 +977,7 @@ async fn read_more<R>(
     r: &mut std::pin::Pin<Box<R>>,
     buf: &mut BytesMut,
     want: usize,
+    spares: &mut Spares,
 ) -> std::io::Result<usize>
 where
     R: AsyncRead + Send + ?Sized,
@@ -986,7 +992,7 @@ where
         }
     }
     *buf = BytesMut::new();
-    poll_fn(|cx| {
+    let mut read = std::pin::pin!(poll_fn(|cx| {
         // Not zeroed: the transport only writes into it.
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
         let mut rb = tokio::io::ReadBuf::uninit(&mut stack);
@@ -997,12 +1003,114 @@ where
             buf.extend_from_slice(got);
         }
         Poll::Ready(Ok(got.len()))
+    }));
+    if spares.is_empty() {
+        return read.await;
+    }
+    // Large buffers kept for reuse are let go once the connection has been quiet a while.
+    let mut quiet = Box::pin(tokio::time::sleep(SPARES_KEPT));
+    poll_fn(|cx| {
+        if let Poll::Ready(res) = read.as_mut().poll(cx) {
+            return Poll::Ready(res);
+        }
+        if quiet.as_mut().poll(cx).is_ready() {
+            spares.clear();
+        }
+        Poll::Pending
     })
     .await
 }
 
+/// Large read buffers kept for reuse.
+///
+/// A payload is split off the read buffer without copying, so the buffer cannot be reused for
+/// the next message while the payload lives: each large message would get a freshly allocated
+/// buffer, and the allocator, which may have handed the last one's pages back to the kernel,
+/// page-faults them in anew (about a fifth of the pages of every 1 MiB message, when results
+/// are dropped on other threads). Buffers for large messages are allocated here instead, and
+/// kept once the reader has moved on from them, to be reused as soon as nothing else refers
+/// to them. Emptied when the connection has been idle for [`SPARES_KEPT`].
+#[derive(Default)]
+struct Spares {
+    /// Kept buffers (emptied views of their allocations) and their allocation sizes.
+    kept: Vec<(BytesMut, usize)>,
+    /// Allocation size of the reader's current buffer, if it was allocated here.
+    current: usize,
+}
+
+/// Most large buffers kept for reuse, and the most bytes they may hold together.
+const SPARES: usize = 4;
+const SPARE_BYTES: usize = 16 << 20;
+
+/// Messages needing at least this much room get their buffer from [`Spares`]; sizes are
+/// rounded up to a multiple of it, so that buffers fit messages of about the same size.
+const SPARE_MIN: usize = 64 * 1024;
+
+/// How long an idle connection keeps its spare buffers.
+const SPARES_KEPT: Duration = Duration::from_millis(250);
+
+impl Spares {
+    /// The reader has consumed all of `buf`: keep its allocation if it is one of ours.
+    fn consumed(&mut self, buf: &mut BytesMut) {
+        if self.current > 0 {
+            let size = std::mem::take(&mut self.current);
+            self.keep(std::mem::take(buf), size);
+        }
+    }
+
+    fn keep(&mut self, mut old: BytesMut, size: usize) {
+        let held: usize = self.kept.iter().map(|(_, n)| n).sum();
+        if self.kept.len() < SPARES && held + size <= SPARE_BYTES {
+            old.clear();
+            self.kept.push((old, size));
+        }
+    }
+
+    /// Makes room in `buf` for `want` more bytes, reusing a kept buffer if one is free.
+    fn reserve(&mut self, buf: &mut BytesMut, want: usize) {
+        if buf.try_reclaim(want) {
+            return;
+        }
+        let need = buf.len() + want;
+        if need < SPARE_MIN {
+            buf.reserve(want);
+            self.current = 0;
+            return;
+        }
+        let free = self
+            .kept
+            .iter_mut()
+            .position(|(b, size)| *size >= need && b.try_reclaim(need));
+        let (mut next, size) = match free {
+            Some(i) => self.kept.swap_remove(i),
+            None => {
+                // At least double a growing buffer, as `reserve` would: a payload arriving in
+                // pieces must not be copied over and over.
+                let size = need.max(2 * self.current).next_multiple_of(SPARE_MIN);
+                (BytesMut::with_capacity(size), size)
+            }
+        };
+        next.extend_from_slice(buf);
+        let old = std::mem::replace(buf, next);
+        let old_size = std::mem::replace(&mut self.current, size);
+        if old_size > 0 {
+            self.keep(old, old_size);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.kept = Vec::new();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+}
+
 struct Reader {
     sock: Sock,
+    /// Large read buffers kept for reuse.
+    spares: Spares,
     /// Answers of handlers that finished while the reader ran them, queued after each read.
     answers: Vec<Message>,
     /// Request slots still held by answers in `answers`.
@@ -1587,5 +1695,55 @@ async fn write_out(
             ))
         }),
         None => io.await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_read_buffers_are_reused_once_their_payloads_are_gone() {
+        let mut spares = Spares::default();
+        let mut buf = BytesMut::new();
+        let size = 1 << 20;
+        // A large message: its buffer comes from the spares, its payload is split off.
+        spares.reserve(&mut buf, size);
+        let first = buf.as_ptr();
+        buf.resize(size, 7);
+        let payload = buf.split_to(size).freeze();
+        spares.consumed(&mut buf);
+        // While the payload lives, the next message gets another buffer.
+        spares.reserve(&mut buf, size);
+        assert_ne!(buf.as_ptr(), first);
+        buf.resize(size, 8);
+        let second = buf.split_to(size).freeze();
+        spares.consumed(&mut buf);
+        // Once it is dropped, its buffer is used again, whole.
+        drop(payload);
+        spares.reserve(&mut buf, size);
+        assert_eq!(buf.as_ptr(), first);
+        assert!(buf.capacity() >= size);
+        drop(second);
+        // Small messages do not use them; an idle connection lets them go.
+        assert_eq!(spares.kept.len(), 1);
+        spares.clear();
+        assert!(spares.is_empty());
+    }
+
+    #[test]
+    fn a_growing_buffer_at_least_doubles() {
+        let mut spares = Spares::default();
+        let mut buf = BytesMut::new();
+        spares.reserve(&mut buf, SPARE_MIN);
+        let mut grows = 0;
+        while buf.len() < 16 << 20 {
+            let want = (buf.capacity() - buf.len()).max(1);
+            buf.resize(buf.len() + want, 0);
+            let before = buf.capacity();
+            spares.reserve(&mut buf, SPARE_MIN);
+            grows += usize::from(buf.capacity() != before);
+        }
+        assert!(grows <= 10, "{grows} reallocations for 16 MiB");
     }
 }
