@@ -35,8 +35,9 @@ pub(crate) const COPY_PAYLOAD_MAX: usize = 1024;
 /// regrow it message by message.
 const MIN_BUF: usize = 1024;
 
-/// Most buffers given to one vectored write.
-const MAX_SLICES: usize = 64;
+/// Most buffers given to one vectored write (a batch is one buffer, plus two per large
+/// payload in it).
+const MAX_SLICES: usize = 16;
 
 /// Who is writing the connection's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

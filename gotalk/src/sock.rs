@@ -912,7 +912,7 @@ async fn reader_task<R>(
         tokio::select! {
             biased;
             _ = closing.changed() => break Stop::Closing,
-            res = read_more(&mut r, &mut buf, want, &mut reader.spares) => match res {
+            res = read_more(&mut r, &mut buf, &mut reader.spares) => match res {
                 Ok(0) => {
                     let reason = if buf.is_empty() && !reader.decoder.is_discarding() {
                         CloseReason::PeerClosed
@@ -976,7 +976,6 @@ const IDLE_READ: usize = 16 * 1024;
 async fn read_more<R>(
     r: &mut std::pin::Pin<Box<R>>,
     buf: &mut BytesMut,
-    want: usize,
     spares: &mut Spares,
 ) -> std::io::Result<usize>
 where
@@ -998,10 +997,10 @@ where
         let mut rb = tokio::io::ReadBuf::uninit(&mut stack);
         std::task::ready!(r.as_mut().poll_read(cx, &mut rb))?;
         let got = rb.filled();
-        if !got.is_empty() {
-            buf.reserve(want.max(got.len() + READ_CHUNK));
-            buf.extend_from_slice(got);
-        }
+        // Just the bytes that came: whole messages, usually; a partial one makes the reader
+        // reserve room for the rest. (A small buffer is also much cheaper to allocate and
+        // free than a 4 KiB one.)
+        buf.extend_from_slice(got);
         Poll::Ready(Ok(got.len()))
     }));
     if spares.is_empty() {
