@@ -853,6 +853,7 @@ async fn reader_task<R>(
         answers: Vec::new(),
         held: 0,
         replies: Vec::new(),
+        wake: Vec::new(),
         spares: Spares::default(),
         decoder: Decoder::new(limits.get_max_payload()),
         streams: IncomingStreams::default(),
@@ -1116,6 +1117,8 @@ struct Reader {
     held: u32,
     /// Results of our single requests from the last read, handed to their tasks together.
     replies: Vec<(RequestId, Reply)>,
+    /// The tasks of the requests completed by `replies`, woken once the lock is let go.
+    wake: Vec<Waker>,
     decoder: Decoder,
     streams: IncomingStreams,
     handshake: Option<oneshot::Sender<Result<()>>>,
@@ -1285,15 +1288,12 @@ impl Reader {
         if self.replies.is_empty() {
             return;
         }
-        // Taken, not cleared: an idle connection keeps no buffer of replies.
-        let replies = std::mem::take(&mut self.replies);
-        let mut wake = Vec::with_capacity(replies.len());
         let mut streams = Vec::new();
         {
             let mut s = self.sock.shared();
-            for (id, reply) in replies {
+            for (id, reply) in self.replies.drain(..) {
                 match s.pending.complete(id, reply) {
-                    Completed::Single(w) => wake.extend(w),
+                    Completed::Single(w) => self.wake.extend(w),
                     Completed::Stream(tx, reply) => streams.push((tx, reply)),
                     Completed::Unknown => {
                         tracing::debug!(%id, "result for unknown request dropped")
@@ -1301,7 +1301,9 @@ impl Reader {
                 }
             }
         }
-        wake.into_iter().for_each(Waker::wake);
+        self.wake.drain(..).for_each(Waker::wake);
+        recycle(&mut self.replies);
+        recycle(&mut self.wake);
         for (tx, reply) in streams {
             Box::pin(self.deliver_to_stream(tx, reply)).await;
         }
@@ -1384,13 +1386,14 @@ impl Reader {
         if self.answers.is_empty() {
             return;
         }
-        let answers = std::mem::take(&mut self.answers);
         let held = std::mem::take(&mut self.held);
+        let answers = &self.answers;
         self.sock
             .answer(true, held, false, |b| {
                 answers.iter().for_each(|m| b.push(m))
             })
             .await;
+        recycle(&mut self.answers);
     }
 
     async fn start_stream(
@@ -1495,6 +1498,15 @@ impl Reader {
             _ => self.deliver(id, Reply::TooLarge(o.size)).await,
         }
         Ok(())
+    }
+}
+
+/// Empties a vector the reader reuses after each read, keeping a few places (enough for the
+/// one message a quiet connection gets at a time) but no large buffer.
+fn recycle<T>(v: &mut Vec<T>) {
+    v.clear();
+    if v.capacity() > 4 {
+        *v = Vec::new();
     }
 }
 
