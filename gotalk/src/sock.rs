@@ -683,11 +683,19 @@ impl Sock {
     /// Writes `batch` without waiting (the outbox made us its writer); whatever the transport
     /// does not take at once is handed to the writer task, which waits for the peer.
     fn write_now(&self, mut batch: Batch) {
-        let res = {
+        // A transport that panics must not leave the writing claimed by nobody alive (the
+        // caller may be any task): it counts as a failed write.
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut io = self.io();
             let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
             poll_write_batch(io.as_mut(), &mut cx, &mut batch)
-        };
+        }))
+        .unwrap_or_else(|panic| {
+            let text = panic_message(&panic);
+            Poll::Ready(Err(std::io::Error::other(format!(
+                "transport panicked: {text}"
+            ))))
+        });
         let (how, failed) = match res {
             Poll::Ready(Ok(())) => (Written::Done, None),
             Poll::Pending => (Written::Partly, None),
