@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use gotalk::{Config, Handlers, Sock};
 
-use crate::load::{payload, Control, LoadOptions, LoadResult, Tally};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::load::{payload, Control, Driver, LoadOptions, LoadResult, Tally};
 
 /// The server's configuration: defaults (limits, heartbeats) plus the `echo` operation.
 pub fn server_config() -> Config {
@@ -28,12 +30,22 @@ pub async fn load(proto: &str, addr: &str, opts: &LoadOptions) -> gotalk::Result
     }
     let mut tasks = Vec::new();
     for sock in &socks {
-        for _ in 0..opts.inflight {
-            tasks.push(tokio::spawn(request_loop(
+        match opts.driver {
+            Driver::Tasks => {
+                for _ in 0..opts.inflight {
+                    tasks.push(tokio::spawn(request_loop(
+                        sock.clone(),
+                        body.clone(),
+                        ctl.clone(),
+                    )));
+                }
+            }
+            Driver::Futures => tasks.push(tokio::spawn(requests_in_one_task(
                 sock.clone(),
                 body.clone(),
+                opts.inflight,
                 ctl.clone(),
-            )));
+            ))),
         }
     }
     let (window, cpu) = ctl.run(opts).await;
@@ -68,6 +80,41 @@ async fn request_loop(sock: Sock, body: Bytes, ctl: Arc<Control>) -> gotalk::Res
     Ok(tally)
 }
 
+/// Keeps `inflight` requests outstanding from this one task.
+async fn requests_in_one_task(
+    sock: Sock,
+    body: Bytes,
+    inflight: usize,
+    ctl: Arc<Control>,
+) -> gotalk::Result<Tally> {
+    let one = |sock: &Sock| {
+        let (sock, body) = (sock.clone(), body.clone());
+        async move {
+            let t = Instant::now();
+            let out = sock.buffer_request("echo", body).await;
+            (t, out)
+        }
+    };
+    let mut running = FuturesUnordered::new();
+    for _ in 0..inflight {
+        running.push(one(&sock));
+    }
+    let mut tally = Tally::default();
+    while let Some((t, out)) = running.next().await {
+        let out = out?;
+        if ctl.recording() {
+            tally.hist.record(t.elapsed());
+        }
+        if out.len() != body.len() {
+            tally.bad += 1;
+        }
+        if !ctl.stopped() {
+            running.push(one(&sock));
+        }
+    }
+    Ok(tally)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +133,7 @@ mod tests {
             duration: Duration::from_millis(100),
             warmup: Duration::from_millis(10),
             server_pid: None,
+            driver: Default::default(),
         };
         let r = load("gotalk", &addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);

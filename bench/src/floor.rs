@@ -195,6 +195,7 @@ mod tests {
             duration: std::time::Duration::from_millis(100),
             warmup: std::time::Duration::from_millis(10),
             server_pid: None,
+            driver: Default::default(),
         };
         let r = load(&addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);

@@ -24,6 +24,20 @@ pub struct LoadOptions {
     pub warmup: Duration,
     /// The server's process ID, to report the CPU time it spent (`--server-pid`).
     pub server_pid: Option<u32>,
+    /// How the gotalk client keeps its requests in flight (`--driver`).
+    pub driver: Driver,
+}
+
+/// How the gotalk load keeps `inflight` requests outstanding on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// One tokio task per request slot, each awaiting one request at a time (`--driver
+    /// tasks`, the default): independent tasks sharing a connection.
+    #[default]
+    Tasks,
+    /// One task per connection polling all its requests (`FuturesUnordered`; `--driver
+    /// futures`): no task wake-up per answer, as in the floor's client.
+    Futures,
 }
 
 impl LoadOptions {
@@ -36,6 +50,13 @@ impl LoadOptions {
             duration: Duration::from_secs_f64(a.get("duration", 3.0f64)),
             warmup: Duration::from_secs_f64(a.get("warmup", 0.5f64)),
             server_pid: Some(a.get("server-pid", 0u32)).filter(|&p| p != 0),
+            driver: match a.text("driver") {
+                None | Some("tasks") => Driver::Tasks,
+                Some("futures") => Driver::Futures,
+                Some(other) => {
+                    crate::args::fail(&format!("unknown --driver {other:?} (tasks, futures)"))
+                }
+            },
         }
     }
 }
@@ -229,6 +250,7 @@ mod tests {
                 duration: Duration::from_secs(1),
                 warmup: Duration::ZERO,
                 server_pid: None,
+                driver: Driver::Tasks,
             },
             window: Duration::from_secs(2),
             tally,

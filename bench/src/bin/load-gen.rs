@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! load-gen --proto floor|gotalk|ws --addr ADDRESS [--conns 1] [--inflight 1] [--size 16]
-//!          [--duration 3] [--warmup 0.5] [--threads N]
+//!          [--duration 3] [--warmup 0.5] [--threads N] [--driver tasks|futures]
 //! load-gen --proto floor|gotalk|ws --addr ADDRESS --idle N --server-pid PID
 //! ```
 //! ADDRESS is what `echo-server` printed (`host:port`, or a `ws://` URL for `ws`).
