@@ -10,7 +10,7 @@ use gotalk::{Config, Handlers, Sock};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::load::{payload, Control, Driver, LoadOptions, LoadResult, Tally};
+use crate::load::{drive, payload, Control, Driver, LoadOptions, LoadResult, Tally};
 
 /// The server's configuration: defaults (limits, heartbeats) plus the `echo` operation.
 pub fn server_config() -> Config {
@@ -22,47 +22,29 @@ pub fn server_config() -> Config {
 /// Runs the gotalk load against `addr` (any address [`gotalk::connect`] takes) and returns
 /// what it measured; `proto` names the result.
 pub async fn load(proto: &str, addr: &str, opts: &LoadOptions) -> gotalk::Result<LoadResult> {
-    let ctl = Arc::new(Control::default());
     let body = payload(opts.size);
     let mut socks = Vec::new();
     for _ in 0..opts.conns {
         socks.push(gotalk::connect(addr).await?);
     }
-    let mut tasks = Vec::new();
-    for sock in &socks {
-        match opts.driver {
-            Driver::Tasks => {
-                for _ in 0..opts.inflight {
-                    tasks.push(tokio::spawn(request_loop(
-                        sock.clone(),
-                        body.clone(),
-                        ctl.clone(),
-                    )));
-                }
-            }
-            Driver::Futures => tasks.push(tokio::spawn(requests_in_one_task(
-                sock.clone(),
-                body.clone(),
-                opts.inflight,
-                ctl.clone(),
-            ))),
+    let res = match opts.driver {
+        Driver::Tasks => {
+            drive(proto, &socks, opts.inflight, opts, |sock, ctl| {
+                request_loop(sock, body.clone(), ctl)
+            })
+            .await
         }
-    }
-    let (window, cpu) = ctl.run(opts).await;
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(&t.await.expect("request loop task")?);
-    }
+        Driver::Futures => {
+            drive(proto, &socks, 1, opts, |sock, ctl| {
+                requests_in_one_task(sock, body.clone(), opts.inflight, ctl)
+            })
+            .await
+        }
+    };
     for s in &socks {
         s.close();
     }
-    Ok(LoadResult {
-        proto: proto.into(),
-        opts: opts.clone(),
-        window,
-        tally,
-        cpu,
-    })
+    res
 }
 
 async fn request_loop(sock: Sock, body: Bytes, ctl: Arc<Control>) -> gotalk::Result<Tally> {

@@ -95,6 +95,42 @@ impl Control {
     }
 }
 
+/// Runs a load: `per_client` request loops on each of `clients`, each a task started with
+/// `request_loop(client, control)`, counting what they record for `opts.duration` after
+/// `opts.warmup`. Every client library of the matrix (gotalk, the peers) is driven by this.
+pub async fn drive<C, E, F, Fut>(
+    proto: &str,
+    clients: &[C],
+    per_client: usize,
+    opts: &LoadOptions,
+    request_loop: F,
+) -> Result<LoadResult, E>
+where
+    C: Clone,
+    F: Fn(C, Arc<Control>) -> Fut,
+    Fut: std::future::Future<Output = Result<Tally, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let ctl = Arc::new(Control::default());
+    let tasks: Vec<_> = clients
+        .iter()
+        .flat_map(|c| (0..per_client).map(move |_| c))
+        .map(|c| tokio::spawn(request_loop(c.clone(), ctl.clone())))
+        .collect();
+    let (window, cpu) = ctl.run(opts).await;
+    let mut tally = Tally::default();
+    for t in tasks {
+        tally.merge(&t.await.expect("request loop task")?);
+    }
+    Ok(LoadResult {
+        proto: proto.into(),
+        opts: opts.clone(),
+        window,
+        tally,
+        cpu,
+    })
+}
+
 /// CPU time (on all threads) of the server and of this load process.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuUse {

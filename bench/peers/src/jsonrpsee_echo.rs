@@ -15,7 +15,7 @@ use std::time::Instant;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
-use gotalk_bench::load::{payload, Control, LoadOptions, LoadResult, Tally};
+use gotalk_bench::load::{drive, payload, Control, LoadOptions, LoadResult, Tally};
 use jsonrpsee::core::client::ClientT;
 use jsonrpsee::server::{RpcModule, Server};
 use jsonrpsee::types::{ErrorCode, ErrorObjectOwned};
@@ -47,35 +47,17 @@ pub async fn serve(addr: &str, ready: impl FnOnce(&str)) -> Result<(), Error> {
 
 /// Runs the load against a [`serve`]r at `url` (`ws://host:port`) and returns what it measured.
 pub async fn load(url: &str, opts: &LoadOptions) -> Result<LoadResult, Error> {
-    let ctl = Arc::new(Control::default());
     let body = payload(opts.size);
     let mut clients = Vec::new();
     for _ in 0..opts.conns {
         clients.push(Arc::new(WsClientBuilder::default().build(url).await?));
     }
-    let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..opts.inflight {
-            tasks.push(tokio::spawn(request_loop(
-                c.clone(),
-                body.clone(),
-                ctl.clone(),
-            )));
-        }
-    }
-    let (window, cpu) = ctl.run(opts).await;
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(&t.await??);
-    }
-    drop(clients);
-    Ok(LoadResult {
-        proto: "jsonrpsee".into(),
-        opts: opts.clone(),
-        window,
-        tally,
-        cpu,
+    let res = drive("jsonrpsee", &clients, opts.inflight, opts, |c, ctl| {
+        request_loop(c, body.clone(), ctl)
     })
+    .await;
+    drop(clients);
+    res
 }
 
 async fn request_loop(
@@ -126,6 +108,7 @@ mod tests {
             duration: Duration::from_millis(100),
             warmup: Duration::from_millis(10),
             server_pid: None,
+            driver: Default::default(),
         };
         let r = load(&url, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gotalk_bench::load::{payload, Control, LoadOptions, LoadResult, Tally};
+use gotalk_bench::load::{drive, payload, Control, LoadOptions, LoadResult, Tally};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
@@ -60,36 +60,18 @@ pub async fn serve(addr: &str, ready: impl FnOnce(&str)) -> Result<(), Error> {
 
 /// Runs the load against a [`serve`]r at `addr` and returns what it measured.
 pub async fn load(addr: &str, opts: &LoadOptions) -> Result<LoadResult, Error> {
-    let ctl = Arc::new(Control::default());
     let body = payload(opts.size);
     let mut clients = Vec::new();
     for _ in 0..opts.conns {
         let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?;
         clients.push(EchoClient::new(client::Config::default(), transport).spawn());
     }
-    let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..opts.inflight {
-            tasks.push(tokio::spawn(request_loop(
-                c.clone(),
-                body.clone(),
-                ctl.clone(),
-            )));
-        }
-    }
-    let (window, cpu) = ctl.run(opts).await;
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(&t.await??);
-    }
-    drop(clients);
-    Ok(LoadResult {
-        proto: "tarpc".into(),
-        opts: opts.clone(),
-        window,
-        tally,
-        cpu,
+    let res = drive("tarpc", &clients, opts.inflight, opts, |c, ctl| {
+        request_loop(c, body.clone(), ctl)
     })
+    .await;
+    drop(clients);
+    res
 }
 
 async fn request_loop(client: EchoClient, body: Bytes, ctl: Arc<Control>) -> Result<Tally, Error> {
@@ -126,6 +108,7 @@ mod tests {
             duration: Duration::from_millis(100),
             warmup: Duration::from_millis(10),
             server_pid: None,
+            driver: Default::default(),
         };
         let r = load(&addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);
