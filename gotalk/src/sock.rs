@@ -914,14 +914,22 @@ async fn reader_task<R>(
         }
         // Reserve for the rest of an announced payload, but not more than RESERVE_MAX up front:
         // a peer announcing (and never sending) large payloads must not make us commit memory.
-        let want = reader.decoder.needed(&buf).clamp(READ_CHUNK, RESERVE_MAX);
+        let needed = reader.decoder.needed(&buf);
+        let want = needed.clamp(READ_CHUNK, RESERVE_MAX);
+        // A large message is read up to its end and no further: bytes of the next one read
+        // into its buffer would have to be copied out into the next message's own buffer.
+        let until = if needed >= SPARE_MIN {
+            needed
+        } else {
+            usize::MAX
+        };
         if !buf.is_empty() && buf.capacity() - buf.len() < READ_CHUNK {
             reader.spares.reserve(&mut buf, want);
         }
         tokio::select! {
             biased;
             _ = closing.changed() => break Stop::Closing,
-            res = read_more(&mut r, &mut buf, &mut reader.spares) => match res {
+            res = read_more(&mut r, &mut buf, until, &mut reader.spares) => match res {
                 Ok(0) => {
                     let reason = if buf.is_empty() && !reader.decoder.is_discarding() {
                         CloseReason::PeerClosed
@@ -976,7 +984,7 @@ async fn reader_task<R>(
 /// (not of the reader's future: nothing is held while it waits).
 const IDLE_READ: usize = 16 * 1024;
 
-/// Reads more bytes into `buf`.
+/// Reads more bytes into `buf`, at most `until` of them (when a partly read message is large).
 ///
 /// With nothing buffered and nothing waiting on the connection, the connection is idle: the
 /// buffer is given back and the reader waits holding no buffer at all. When bytes arrive they
@@ -985,13 +993,16 @@ const IDLE_READ: usize = 16 * 1024;
 async fn read_more<R>(
     r: &mut std::pin::Pin<Box<R>>,
     buf: &mut BytesMut,
+    until: usize,
     spares: &mut Spares,
 ) -> std::io::Result<usize>
 where
     R: AsyncRead + Send + ?Sized,
 {
     if !buf.is_empty() {
-        return r.read_buf(buf).await;
+        return r
+            .read_buf(&mut bytes::BufMut::limit(&mut *buf, until))
+            .await;
     }
     if buf.capacity() >= READ_CHUNK {
         // `read_buf` reads nothing unless it completes, so trying it once is harmless.
@@ -1000,10 +1011,14 @@ where
         }
     }
     *buf = BytesMut::new();
+    // While large messages flow (there are spare buffers), take just enough for a header:
+    // the rest of a large message is then read straight into its own buffer, not copied
+    // there from this one.
+    let most = if spares.is_empty() { IDLE_READ } else { 512 };
     let mut read = std::pin::pin!(poll_fn(|cx| {
         // Not zeroed: the transport only writes into it.
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
-        let mut rb = tokio::io::ReadBuf::uninit(&mut stack);
+        let mut rb = tokio::io::ReadBuf::uninit(&mut stack[..most]);
         std::task::ready!(r.as_mut().poll_read(cx, &mut rb))?;
         let got = rb.filled();
         // Just the bytes that came: whole messages, usually; a partial one makes the reader
