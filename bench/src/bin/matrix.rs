@@ -288,7 +288,7 @@ fn columns_of<'a>(p: &Point, asked: bool, ws: bool, peers: &'a [String]) -> Vec<
 }
 
 /// The order of the columns in round `round` (from 0): as listed, reversed in every other
-/// round, so that no column always runs first (or right after another one).
+/// round, so that no column always runs first or last.
 fn round_order<'a>(columns: &[&'a str], round: usize) -> Vec<&'a str> {
     let mut order = columns.to_vec();
     if round % 2 == 1 {
