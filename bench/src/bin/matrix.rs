@@ -664,4 +664,19 @@ mod tests {
         // req/s has no figures here and is not the headline: no range.
         assert_eq!(rows[0], "| a | x | req/s | — | — | — |  |  |  |");
     }
+
+    #[test]
+    fn peer_columns() {
+        let floor: Runs = vec![run_of(&[("rps", "100")]), run_of(&[("rps", "200")])];
+        let gotalk: Runs = vec![run_of(&[("rps", "30")]), run_of(&[("rps", "40")])];
+        let tarpc: Runs = vec![run_of(&[("rps", "10")]), None];
+        let peers = ["tarpc".to_owned(), "jsonrpsee".to_owned()];
+        // jsonrpsee not run at this point: empty cells.
+        let cols = Columns::new(&floor, &gotalk, &peers, &[&tarpc]);
+        let rows = table_rows('b', "x", 'b', &cols);
+        assert_eq!(
+            rows[0],
+            "| b | x | req/s | 150 | 35.0 | 0.25 | 0.20–0.30 | 10.0 | 0.10 |  |  | ≥ 0.25× | yes |"
+        );
+    }
 }
