@@ -43,7 +43,7 @@ die() {
   exit 2
 }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: bench/regress.sh BASE_REV [HEAD_REV]"
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then die "usage: bench/regress.sh BASE_REV [HEAD_REV]"; fi
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 base_rev=$1
 head_rev=${2:-HEAD}
@@ -162,7 +162,7 @@ measure() {
   : >"$tmp/srv.$n"
   "${srv[@]}" >>"$tmp/srv.$n" 2>"$tmp/srv.$n.err" </dev/null &
   server_pid=$!
-  local addr= _
+  local addr="" _
   for _ in $(seq 600); do
     addr=$(sed -n 's/^LISTENING //p' "$tmp/srv.$n")
     [ -n "$addr" ] && break
