@@ -2,13 +2,18 @@
 # The end-to-end benchmark matrix: gotalk against the raw tokio floor, server and load
 # generator as separate processes on loopback. Prints a markdown table (see BENCHMARKS.md).
 #
-#   bench/matrix.sh                  every point, 3 s each ($BENCH_SECONDS to change)
+#   bench/matrix.sh                  every point, 3 rounds of 3 s runs ($BENCH_SECONDS and
+#                                    $BENCH_REPEAT to change); medians, per-round ratio ranges
+#   bench/matrix.sh --repeat 5       5 rounds per point
+#   bench/matrix.sh --pin            servers on CPU 0, load generators on CPU 1 (taskset)
 #   bench/matrix.sh --points ab      only some points
-#   bench/matrix.sh --smoke          0.2 s per point, 200 idle connections: checks it runs
+#   bench/matrix.sh --smoke          one round of 0.2 s per point, 200 idle connections:
+#                                    checks it runs
 #   bench/matrix.sh --peers          also tarpc and jsonrpsee at points (a)-(e): builds the
 #                                    bench/peers crate (outside the workspace) first
 #
-# Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...).
+# Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...,
+# --repeat N, --pin); see bench/src/bin/matrix.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()

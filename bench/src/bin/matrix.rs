@@ -1,18 +1,33 @@
 //! Runs the end-to-end benchmark matrix and prints it as a markdown table.
 //!
 //! ```text
-//! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdef] [--smoke]
-//!        [--peers tarpc,jsonrpsee [--peer-dir bench/peers/target/release]]
+//! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdefg] [--repeat N] [--pin]
+//!        [--smoke] [--peers tarpc,jsonrpsee [--peer-dir bench/peers/target/release]]
 //! ```
 //! Points: (a)–(e) echo loads, (f) server memory per idle connection, (g) the loads of (b) and
 //! (e) over WebSocket (compared with the TCP floor: the floor is what the machine can do).
-//! Every point runs twice, against the floor and against gotalk, each time with a fresh
-//! `echo-server` process and a `load-gen` process (both found next to this binary), so server
-//! and client never share a runtime. Figures are absolute and as a ratio gotalk / floor from
-//! the same run. `--seconds` defaults to `$BENCH_SECONDS` or 3; `--smoke` runs each point for
-//! 0.2 s with 200 idle connections, to check that everything works, not to measure.
+//! Every point runs against the floor and against gotalk, each time with a fresh `echo-server`
+//! process and a `load-gen` process (both found next to this binary), so server and client
+//! never share a runtime. `--seconds` defaults to `$BENCH_SECONDS` or 3; `--smoke` runs each
+//! point once for 0.2 s with 200 idle connections, to check that everything works, not to
+//! measure.
 //!
-//! `--peers` adds a column (absolute figure and ratio to the same run's floor) for each listed
+//! **Repeats.** Each point runs `--repeat` rounds (default `$BENCH_REPEAT` or 3; 1 with
+//! `--smoke`). A round runs every column of the point once, one after the other (floor, gotalk,
+//! the peers, and gotalk over WebSocket at (b) and (e) when (g) is asked for; every other round
+//! in the reverse order), so that a drift in the machine's load hits all columns alike. The
+//! table shows the **median** over the rounds of every figure; the ratio to the floor is
+//! computed per round (each run against the floor of its own round) and its median is shown and
+//! judged against the target. For the headline metric of each point (the one with a target:
+//! p50 at (a), req/s at (b)–(d), MB/s at (e), KiB per connection at (f), and req/s or MB/s at
+//! (g)) the column `ratio min–max` gives the range of the per-round ratios.
+//!
+//! **Pinning.** `--pin` starts every server under `taskset -c 0` and every load generator under
+//! `taskset -c 1` (all protocols alike), so that they do not share a core; tokio then sizes its
+//! runtimes to the one CPU each may use. It fails if `taskset` is missing or the machine has
+//! fewer than 2 CPUs.
+//!
+//! `--peers` adds a column (absolute figure and ratio to the same round's floor) for each listed
 //! peer RPC crate at points (a)–(e), run the same way with `peer-server` and `peer-load` from
 //! `--peer-dir` (built from `bench/peers` by `bench/matrix.sh --peers`; the default directory is
 //! relative to the repository root, where `bench/matrix.sh` runs this).
@@ -40,22 +55,55 @@ struct Point {
 
 type Fields = HashMap<String, String>;
 
+/// The results of one column at one point, one per round: `None` where the run failed.
+type Runs = Vec<Option<Fields>>;
+
 /// The server and load-generator executables that run one protocol.
 struct Exes {
     server: PathBuf,
     load: PathBuf,
 }
 
+/// The CPUs that servers and load generators are pinned to with `--pin`.
+const SERVER_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+/// How the processes of every run are started.
+#[derive(Clone, Copy)]
+struct Launch {
+    secs: f64,
+    warmup: f64,
+    /// `--pin`: servers on [`SERVER_CPU`], load generators on [`LOAD_CPU`].
+    pin: bool,
+}
+
 fn main() {
-    let args = Args::from_env(&["smoke"]);
+    let args = Args::from_env(&["smoke", "pin"]);
     let smoke = args.flag("smoke");
-    let env_secs = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+    let env_secs: Option<f64> = env("BENCH_SECONDS").map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| fail(&format!("BENCH_SECONDS: cannot parse {s:?}")))
+    });
+    let env_repeat: Option<usize> = env("BENCH_REPEAT").map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| fail(&format!("BENCH_REPEAT: cannot parse {s:?}")))
+    });
     let secs: f64 = args.get("seconds", if smoke { 0.2 } else { env_secs.unwrap_or(3.0) });
     let warmup: f64 = args.get("warmup", if smoke { 0.05 } else { 0.5 });
     let idle_n: usize = args.get("idle", if smoke { 200 } else { 10_000 });
+    let repeat: usize = args.get("repeat", if smoke { 1 } else { env_repeat.unwrap_or(3) });
+    if repeat == 0 {
+        fail("--repeat must be at least 1");
+    }
     let only = args.text("points").unwrap_or("abcdefg").to_owned();
+    let pin = args.flag("pin");
+    if pin {
+        if let Err(e) = check_pinning() {
+            fail(&format!("--pin: {e}"));
+        }
+    }
+    let launch = Launch { secs, warmup, pin };
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -97,26 +145,17 @@ fn main() {
         },
     ];
 
-    eprintln!(
-        "matrix: {secs} s per run after {warmup} s warm-up, {} cores{}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if smoke {
-            " (smoke: not a measurement)"
-        } else {
-            ""
-        }
-    );
-    let mut rows = Vec::new();
+    let header = header(&launch, repeat, smoke);
+    eprintln!("matrix: {header}");
     let mut failures = 0;
     let mut ok = 0;
-    let mut floors: HashMap<char, Option<Fields>> = HashMap::new();
     let mut measure = |proto: &str, p: &Point| {
         let exes = if peers.iter().any(|x| x == proto) {
             &theirs
         } else {
             &ours
         };
-        match run(exes, proto, p, secs, warmup) {
+        match run(exes, proto, p, launch) {
             Ok(f) => {
                 ok += 1;
                 Some(f)
@@ -128,39 +167,55 @@ fn main() {
             }
         }
     };
-    for p in points.iter().filter(|p| only.contains(p.key)) {
-        eprintln!("({}) {} — floor", p.key, p.what);
-        let floor = measure("floor", p);
-        eprintln!("({}) {} — gotalk", p.key, p.what);
-        let gotalk = measure("gotalk", p);
-        let mut others = Vec::new();
-        if p.idle.is_none() {
-            for peer in &peers {
-                eprintln!("({}) {} — {peer}", p.key, p.what);
-                others.push(measure(peer, p));
+    // (g) runs gotalk over WebSocket in the rounds of (b) and (e), against their floor.
+    let ws_bases = if only.contains('g') { "be" } else { "" };
+    let mut results: HashMap<(char, String), Runs> = HashMap::new();
+    for p in &points {
+        let columns = columns_of(p, only.contains(p.key), ws_bases.contains(p.key), &peers);
+        if columns.len() < 2 {
+            continue;
+        }
+        for round in 0..repeat {
+            for proto in round_order(&columns, round) {
+                eprintln!(
+                    "({}) {} — {}{}",
+                    p.key,
+                    p.what,
+                    if proto == "ws" {
+                        "gotalk over WebSocket"
+                    } else {
+                        proto
+                    },
+                    if repeat > 1 {
+                        format!(" [round {}/{repeat}]", round + 1)
+                    } else {
+                        String::new()
+                    }
+                );
+                let r = measure(proto, p);
+                results
+                    .entry((p.key, proto.to_owned()))
+                    .or_insert_with(|| vec![None; repeat])[round] = r;
             }
         }
-        let cols = Columns::new(&floor, &gotalk, &peers, &others);
-        rows.extend(table_rows(p.key, &p.what, p.key, &cols));
-        floors.insert(p.key, floor);
     }
-    if only.contains('g') {
-        // The same echo over WebSocket, against the TCP floor of (b) and (e).
-        for base in ['b', 'e'] {
-            let p = points.iter().find(|p| p.key == base).expect("listed");
-            let floor = match floors.remove(&base) {
-                Some(f) => f,
-                None => {
-                    eprintln!("({base}) {} — floor", p.what);
-                    measure("floor", p)
-                }
-            };
-            eprintln!("(g) {} — gotalk over WebSocket", p.what);
-            let ws = measure("ws", p);
-            let what = format!("({base}) over WebSocket");
-            let cols = Columns::new(&floor, &ws, &peers, &[]);
-            rows.extend(table_rows('g', &what, base, &cols));
-        }
+
+    let none: Runs = Vec::new();
+    let get = |key: char, proto: &str| results.get(&(key, proto.to_owned())).unwrap_or(&none);
+    let mut rows = Vec::new();
+    for p in points.iter().filter(|p| only.contains(p.key)) {
+        let measured: Vec<&Runs> = if p.idle.is_none() {
+            peers.iter().map(|peer| get(p.key, peer)).collect()
+        } else {
+            Vec::new()
+        };
+        let cols = Columns::new(get(p.key, "floor"), get(p.key, "gotalk"), &peers, &measured);
+        rows.extend(table_rows(p.key, &p.what, p.key, &cols));
+    }
+    for base in ws_bases.chars() {
+        let what = format!("({base}) over WebSocket");
+        let cols = Columns::new(get(base, "floor"), get(base, "ws"), &peers, &[]);
+        rows.extend(table_rows('g', &what, base, &cols));
     }
 
     let peer_heads: String = peers
@@ -168,10 +223,13 @@ fn main() {
         .map(|p| format!(" {p} | {p} / floor |"))
         .collect();
     let peer_rule = "---:|---:|".repeat(peers.len());
+    println!("{header}");
+    println!();
     println!(
-        "| point | what | metric | floor | gotalk | gotalk / floor |{peer_heads} target | met |"
+        "| point | what | metric | floor | gotalk | gotalk / floor | ratio min–max |{peer_heads} \
+         target | met |"
     );
-    println!("|---|---|---|---:|---:|---:|{peer_rule}---|---|");
+    println!("|---|---|---|---:|---:|---:|---:|{peer_rule}---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -179,6 +237,102 @@ fn main() {
     println!("matrix: {ok} runs ok, {failures} failed");
     if failures > 0 {
         std::process::exit(1);
+    }
+}
+
+/// The line that says how the figures were taken (printed above the table).
+fn header(l: &Launch, repeat: usize, smoke: bool) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let how = if repeat > 1 {
+        format!(
+            "median of {repeat} rounds (the columns of a point alternate within each round; \
+             ratio min–max: range of the per-round ratios)"
+        )
+    } else {
+        "one round".to_owned()
+    };
+    let pinned = if l.pin {
+        format!(
+            "pinned: servers on CPU {SERVER_CPU} (taskset -c {SERVER_CPU}), load generators on \
+             CPU {LOAD_CPU} (taskset -c {LOAD_CPU})"
+        )
+    } else {
+        "not pinned".to_owned()
+    };
+    format!(
+        "{} s per run after {} s warm-up, {how}, {cores} cores, {pinned}{}",
+        l.secs,
+        l.warmup,
+        if smoke {
+            " (smoke: not a measurement)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The columns measured at point `p`: the floor, then gotalk and the peers if the point itself
+/// is asked for (no peers at the idle point), then gotalk over WebSocket if `ws`.
+fn columns_of<'a>(p: &Point, asked: bool, ws: bool, peers: &'a [String]) -> Vec<&'a str> {
+    let mut cols = vec!["floor"];
+    if asked {
+        cols.push("gotalk");
+        if p.idle.is_none() {
+            cols.extend(peers.iter().map(String::as_str));
+        }
+    }
+    if ws {
+        cols.push("ws");
+    }
+    cols
+}
+
+/// The order of the columns in round `round` (from 0): as listed, reversed in every other
+/// round, so that no column always runs first or last.
+fn round_order<'a>(columns: &[&'a str], round: usize) -> Vec<&'a str> {
+    let mut order = columns.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Checks that `--pin` can work: `taskset` runs, and both CPUs are usable by this process.
+fn check_pinning() -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return Err(format!(
+            "needs at least 2 CPUs (server on CPU {SERVER_CPU}, load generator on CPU \
+             {LOAD_CPU}); this process may use {cores}"
+        ));
+    }
+    for cpu in [SERVER_CPU, LOAD_CPU] {
+        let status = Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run taskset ({e}); it is in util-linux"))?;
+        if !status.success() {
+            return Err(format!(
+                "`taskset -c {cpu} true` failed ({status}): CPU {cpu} is not available to \
+                 this process"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A command that runs `exe`, under `taskset -c CPU` if `cpu` is given.
+fn command(exe: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
     }
 }
 
@@ -203,10 +357,11 @@ impl Drop for ServerProc {
     }
 }
 
-fn run(exes: &Exes, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fields, String> {
+fn run(exes: &Exes, proto: &str, p: &Point, l: Launch) -> Result<Fields, String> {
     let (server_exe, load_exe) = (exes.server.display(), exes.load.display());
+    let pin = |cpu| Some(cpu).filter(|_| l.pin);
     let mut server = ServerProc(
-        Command::new(&exes.server)
+        command(&exes.server, pin(SERVER_CPU))
             .args(["--proto", proto, "--addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -222,7 +377,7 @@ fn run(exes: &Exes, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fi
         .strip_prefix("LISTENING ")
         .ok_or_else(|| format!("{server_exe} said {line:?}"))?
         .to_owned();
-    let mut cmd = Command::new(&exes.load);
+    let mut cmd = command(&exes.load, pin(LOAD_CPU));
     cmd.args(["--proto", proto, "--addr", &addr]);
     match p.idle {
         Some(n) => {
@@ -233,8 +388,8 @@ fn run(exes: &Exes, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fi
             cmd.args(["--conns", &p.conns.to_string()]);
             cmd.args(["--inflight", &p.inflight.to_string()]);
             cmd.args(["--size", &p.size.to_string()]);
-            cmd.args(["--duration", &secs.to_string()]);
-            cmd.args(["--warmup", &warmup.to_string()]);
+            cmd.args(["--duration", &l.secs.to_string()]);
+            cmd.args(["--warmup", &l.warmup.to_string()]);
             cmd.args(["--server-pid", &server.0.id().to_string()]);
         }
     }
@@ -260,8 +415,43 @@ fn run(exes: &Exes, proto: &str, p: &Point, secs: f64, warmup: f64) -> Result<Fi
     Ok(fields.into_iter().collect())
 }
 
+/// The values of `key` in the runs that succeeded.
+fn values(runs: &Runs, key: &str) -> Vec<f64> {
+    runs.iter().filter_map(|f| num(f, key)).collect()
+}
+
+/// The ratio `v / floor` of `key` in every round where both runs succeeded.
+fn ratios(floor: &Runs, v: &Runs, key: &str) -> Vec<f64> {
+    floor
+        .iter()
+        .zip(v)
+        .filter_map(|(f, v)| ratio_to(num(f, key), num(v, key)))
+        .collect()
+}
+
 fn num(f: &Option<Fields>, key: &str) -> Option<f64> {
     f.as_ref()?.get(key)?.parse().ok()
+}
+
+/// The median (the mean of the two middle values for an even count); `None` if empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// `min–max` of two or more values; empty for fewer (nothing to show).
+fn fmt_range(v: &[f64]) -> String {
+    if v.len() < 2 {
+        return String::new();
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{}–{}", fmt_ratio(Some(min)), fmt_ratio(Some(max)))
 }
 
 fn fmt_num(v: Option<f64>) -> String {
@@ -273,29 +463,29 @@ fn fmt_num(v: Option<f64>) -> String {
     }
 }
 
-/// The measured columns of one point: the floor, gotalk (or gotalk over WebSocket) and the
-/// peers, if any were asked for.
+/// The measured columns of one point, every round of each: the floor, gotalk (or gotalk over
+/// WebSocket) and the peers, if any were asked for.
 struct Columns<'a> {
-    floor: &'a Option<Fields>,
-    gotalk: &'a Option<Fields>,
+    floor: &'a Runs,
+    gotalk: &'a Runs,
     /// One per `--peers` entry; `None` where the peer was not run at this point (empty
-    /// cells), `Some(None)` where its run failed (—).
-    peers: Vec<Option<&'a Option<Fields>>>,
+    /// cells).
+    peers: Vec<Option<&'a Runs>>,
 }
 
 impl<'a> Columns<'a> {
     /// `measured` holds the peers' results in the order of `peers`, or nothing where the
     /// point does not run them.
     fn new(
-        floor: &'a Option<Fields>,
-        gotalk: &'a Option<Fields>,
+        floor: &'a Runs,
+        gotalk: &'a Runs,
         peers: &[String],
-        measured: &'a [Option<Fields>],
+        measured: &[&'a Runs],
     ) -> Columns<'a> {
         Columns {
             floor,
             gotalk,
-            peers: (0..peers.len()).map(|i| measured.get(i)).collect(),
+            peers: (0..peers.len()).map(|i| measured.get(i).copied()).collect(),
         }
     }
 }
@@ -308,7 +498,9 @@ enum Target {
     AbsAtMost(f64, &'static str),
 }
 
-/// The table rows of point `key`, with the metrics and targets of point `kind`.
+/// The table rows of point `key`, with the metrics and targets of point `kind`. Every figure
+/// is the median over the rounds; ratios are taken per round, then their median. The metric
+/// with a target (the headline) also gets the range of its per-round ratios.
 fn table_rows(key: char, what: &str, kind: char, cols: &Columns) -> Vec<String> {
     let metrics: Vec<(&str, &str, Target)> = match kind {
         'a' => vec![
@@ -347,16 +539,25 @@ fn table_rows(key: char, what: &str, kind: char, cols: &Columns) -> Vec<String> 
         .into_iter()
         .enumerate()
         .map(|(i, (label, field, target))| {
-            let (f, g) = (num(cols.floor, field), num(cols.gotalk, field));
-            let ratio = ratio_to(f, g);
+            let headline = !matches!(target, Target::None);
+            let f = median(values(cols.floor, field));
+            let g = median(values(cols.gotalk, field));
+            let per_round = ratios(cols.floor, cols.gotalk, field);
+            let ratio = median(per_round.clone());
+            let range = if headline {
+                fmt_range(&per_round)
+            } else {
+                String::new()
+            };
             let peer_cells: String = cols
                 .peers
                 .iter()
                 .map(|peer| match peer {
                     None => "  |  |".to_owned(),
-                    Some(fields) => {
-                        let v = num(fields, field);
-                        format!(" {} | {} |", fmt_num(v), fmt_ratio(ratio_to(f, v)))
+                    Some(runs) => {
+                        let v = median(values(runs, field));
+                        let r = median(ratios(cols.floor, runs, field));
+                        format!(" {} | {} |", fmt_num(v), fmt_ratio(r))
                     }
                 })
                 .collect();
@@ -368,7 +569,7 @@ fn table_rows(key: char, what: &str, kind: char, cols: &Columns) -> Vec<String> 
                 Target::AbsAtMost(t, unit) => (format!("≤ {t} {unit}"), yes_no(g.map(|g| g <= t))),
             };
             format!(
-                "| {} | {} | {label} | {} | {} | {} |{peer_cells} {tgt} | {met} |",
+                "| {} | {} | {label} | {} | {} | {} | {range} |{peer_cells} {tgt} | {met} |",
                 if i == 0 {
                     key.to_string()
                 } else {
@@ -400,5 +601,82 @@ fn yes_no(v: Option<bool>) -> String {
         Some(true) => "yes".into(),
         Some(false) => "**no**".into(),
         None => "—".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_of(pairs: &[(&str, &str)]) -> Option<Fields> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(fmt_range(&[]), "");
+        assert_eq!(fmt_range(&[1.0]), "");
+        assert_eq!(fmt_range(&[1.31, 0.964, 1.0]), "0.96–1.31");
+    }
+
+    #[test]
+    fn rounds_alternate() {
+        let cols = ["floor", "gotalk", "tarpc"];
+        assert_eq!(round_order(&cols, 0), ["floor", "gotalk", "tarpc"]);
+        assert_eq!(round_order(&cols, 1), ["tarpc", "gotalk", "floor"]);
+        assert_eq!(round_order(&cols, 2), ["floor", "gotalk", "tarpc"]);
+    }
+
+    #[test]
+    fn ratios_per_round_and_their_median() {
+        // Round 2's floor failed: its gotalk run has no ratio, but still counts for the median
+        // of gotalk's own figure.
+        let floor: Runs = vec![
+            run_of(&[("p50_us", "20")]),
+            None,
+            run_of(&[("p50_us", "25")]),
+        ];
+        let gotalk: Runs = vec![
+            run_of(&[("p50_us", "24")]),
+            run_of(&[("p50_us", "30")]),
+            run_of(&[("p50_us", "25")]),
+        ];
+        assert_eq!(ratios(&floor, &gotalk, "p50_us"), [1.2, 1.0]);
+        let rows = table_rows('a', "x", 'a', &Columns::new(&floor, &gotalk, &[], &[]));
+        // p50: floor median 22.5, gotalk 25, ratio median 1.10 (of 1.2 and 1.0), range shown.
+        assert_eq!(
+            rows[1],
+            "|  |  | p50 µs | 22.5 | 25.0 | 1.10 | 1.00–1.20 | ≤ 1.30× | yes |"
+        );
+        // req/s has no figures here and is not the headline: no range.
+        assert_eq!(rows[0], "| a | x | req/s | — | — | — |  |  |  |");
+    }
+
+    #[test]
+    fn peer_columns() {
+        let floor: Runs = vec![run_of(&[("rps", "100")]), run_of(&[("rps", "200")])];
+        let gotalk: Runs = vec![run_of(&[("rps", "30")]), run_of(&[("rps", "40")])];
+        let tarpc: Runs = vec![run_of(&[("rps", "10")]), None];
+        let peers = ["tarpc".to_owned(), "jsonrpsee".to_owned()];
+        // jsonrpsee not run at this point: empty cells.
+        let cols = Columns::new(&floor, &gotalk, &peers, &[&tarpc]);
+        let rows = table_rows('b', "x", 'b', &cols);
+        assert_eq!(
+            rows[0],
+            "| b | x | req/s | 150 | 35.0 | 0.25 | 0.20–0.30 | 10.0 | 0.10 |  |  | ≥ 0.25× | yes |"
+        );
     }
 }
