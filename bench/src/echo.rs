@@ -100,7 +100,6 @@ async fn requests_in_one_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn gotalk_echo_round_trips() {
@@ -108,15 +107,7 @@ mod tests {
             .await
             .unwrap();
         let addr = server.local_addr().to_string();
-        let opts = LoadOptions {
-            conns: 2,
-            inflight: 4,
-            size: 3000,
-            duration: Duration::from_millis(100),
-            warmup: Duration::from_millis(10),
-            server_pid: None,
-            driver: Default::default(),
-        };
+        let opts = LoadOptions::short(2, 4, 3000);
         let r = load("gotalk", &addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);
         assert_eq!(r.tally.bad, 0);

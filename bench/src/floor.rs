@@ -188,15 +188,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         tokio::spawn(serve(l));
-        let opts = LoadOptions {
-            conns: 2,
-            inflight: 4,
-            size: 100,
-            duration: std::time::Duration::from_millis(100),
-            warmup: std::time::Duration::from_millis(10),
-            server_pid: None,
-            driver: Default::default(),
-        };
+        let opts = LoadOptions::short(2, 4, 100);
         let r = load(&addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);
         assert_eq!(r.tally.bad, 0);

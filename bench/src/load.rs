@@ -41,6 +41,20 @@ pub enum Driver {
 }
 
 impl LoadOptions {
+    /// A short run (100 ms after 10 ms of warm-up) of `conns` × `inflight` requests of `size`
+    /// bytes with the default driver: what the echo round-trip tests use.
+    pub fn short(conns: usize, inflight: usize, size: usize) -> LoadOptions {
+        LoadOptions {
+            conns,
+            inflight,
+            size,
+            duration: Duration::from_millis(100),
+            warmup: Duration::from_millis(10),
+            server_pid: None,
+            driver: Driver::default(),
+        }
+    }
+
     /// From `--conns --inflight --size --duration --warmup` (seconds, fractions allowed).
     pub fn from_args(a: &Args) -> LoadOptions {
         LoadOptions {

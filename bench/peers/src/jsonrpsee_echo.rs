@@ -85,7 +85,6 @@ async fn request_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn echo_decodes_and_encodes() {
@@ -101,15 +100,7 @@ mod tests {
         }));
         let url = rx.await.unwrap();
         assert!(url.starts_with("ws://"));
-        let opts = LoadOptions {
-            conns: 2,
-            inflight: 4,
-            size: 3000,
-            duration: Duration::from_millis(100),
-            warmup: Duration::from_millis(10),
-            server_pid: None,
-            driver: Default::default(),
-        };
+        let opts = LoadOptions::short(2, 4, 3000);
         let r = load(&url, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);
         assert_eq!(r.tally.bad, 0);

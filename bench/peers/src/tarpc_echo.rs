@@ -92,7 +92,6 @@ async fn request_loop(client: EchoClient, body: Bytes, ctl: Arc<Control>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn tarpc_echo_round_trips() {
@@ -101,15 +100,7 @@ mod tests {
             let _ = tx.send(a.to_owned());
         }));
         let addr = rx.await.unwrap();
-        let opts = LoadOptions {
-            conns: 2,
-            inflight: 4,
-            size: 3000,
-            duration: Duration::from_millis(100),
-            warmup: Duration::from_millis(10),
-            server_pid: None,
-            driver: Default::default(),
-        };
+        let opts = LoadOptions::short(2, 4, 3000);
         let r = load(&addr, &opts).await.unwrap();
         assert!(r.tally.hist.count() > 0);
         assert_eq!(r.tally.bad, 0);
