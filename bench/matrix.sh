@@ -11,9 +11,12 @@
 #                                    checks it runs
 #   bench/matrix.sh --peers          also tarpc and jsonrpsee at points (a)-(e): builds the
 #                                    bench/peers crate (outside the workspace) first
+#   bench/matrix.sh --external 'go=/path/to/go-echo -addr {addr}'
+#                                    a column for another gotalk server (the reference Go
+#                                    one, say) at (a)-(f), driven by gotalk's load generator
 #
 # Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...,
-# --repeat N, --pin); see bench/src/bin/matrix.rs.
+# --repeat N, --pin, --external NAME=COMMAND); see bench/src/bin/matrix.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
@@ -26,6 +29,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release -q -p gotalk-bench --bins
 if [ -n "$peers" ]; then
   cargo build --release -q --manifest-path bench/peers/Cargo.toml --bins
-  args+=(--peers tarpc,jsonrpsee --peer-dir bench/peers/target/release)
+  args+=(--peers "tarpc,jsonrpsee" --peer-dir bench/peers/target/release)
 fi
 exec target/release/matrix ${args[@]+"${args[@]}"}

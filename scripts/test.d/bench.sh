@@ -2,7 +2,7 @@
 # Benchmarks are not tests: this only checks that the criterion benches compile and that the
 # matrix runs end to end (bench/matrix.sh --smoke). No timing is asserted.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 passed=0
 failed=0
 check() {
@@ -20,6 +20,14 @@ check "matrix --smoke" bash -c "bench/matrix.sh --smoke | tee '$out'"
 for p in a b c d e f; do
   check "matrix point ($p) has figures" \
     grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \|" "$out"
+done
+# --external: a column for another gotalk server started by a command (here our own server,
+# standing in for the reference Go one), driven by gotalk's load generator at (a) and (f).
+check "matrix --external" bash -c "bench/matrix.sh --smoke --points af \
+  --external 'self=target/release/echo-server --proto gotalk --addr {addr}' | tee '$out'"
+for p in a f; do
+  check "matrix --external point ($p) has figures" \
+    grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [^|]*\| [0-9.]+ \| [0-9.]+ \|" "$out"
 done
 rm -f "$out"
 echo "RESULT passed=$passed failed=$failed"

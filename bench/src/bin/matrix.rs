@@ -3,6 +3,7 @@
 //! ```text
 //! matrix [--seconds S] [--warmup S] [--idle N] [--points abcdefg] [--repeat N] [--pin]
 //!        [--smoke] [--peers tarpc,jsonrpsee [--peer-dir bench/peers/target/release]]
+//!        [--external 'NAME=COMMAND with {addr}']
 //! ```
 //! Points: (a)–(e) echo loads, (f) server memory per idle connection, (g) the loads of (b) and
 //! (e) over WebSocket (compared with the TCP floor: the floor is what the machine can do).
@@ -32,12 +33,21 @@
 //! `--peer-dir` (built from `bench/peers` by `bench/matrix.sh --peers`; the default directory is
 //! relative to the repository root, where `bench/matrix.sh` runs this).
 //!
+//! `--external 'NAME=COMMAND'` adds a column NAME for another gotalk server — the reference Go
+//! implementation, say — at points (a)–(f), driven by gotalk's own `load-gen` exactly like the
+//! gotalk column. COMMAND is run by `sh -c "exec COMMAND"` with `{addr}` replaced by a free
+//! loopback address (`127.0.0.1:PORT`) that the server must listen on with gotalk's protocol
+//! over TCP and answer buffer requests `echo` with their payload. The matrix waits until the
+//! address accepts connections; the process started is the one whose CPU time and memory are
+//! measured, hence the `exec`.
+//!
 //! Exits non-zero if any run failed (not if a target is missed: benchmarks are not tests).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use gotalk_bench::args::{fail, Args};
 use gotalk_bench::load::parse_result_line;
@@ -67,6 +77,43 @@ struct Exes {
 /// The CPUs that servers and load generators are pinned to with `--pin`.
 const SERVER_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
+
+/// `--external`: another gotalk server, started by a shell command.
+#[derive(Debug, Clone, PartialEq)]
+struct External {
+    /// Its column's name.
+    name: String,
+    /// The command, with `{addr}` where the address to listen on goes.
+    command: String,
+}
+
+impl External {
+    /// Parses `NAME=COMMAND`; NAME must not be a column the matrix has already.
+    fn parse(spec: &str, taken: &[String]) -> Result<External, String> {
+        let (name, command) = spec
+            .split_once('=')
+            .ok_or("expected NAME=COMMAND, e.g. go='./go-echo -addr {addr}'")?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '|') {
+            return Err(format!("bad column name {name:?}"));
+        }
+        if ["floor", "gotalk", "ws"].contains(&name) || taken.iter().any(|t| t == name) {
+            return Err(format!("column name {name:?} is taken"));
+        }
+        if !command.contains("{addr}") {
+            return Err("COMMAND must contain {addr}, the address to listen on".to_owned());
+        }
+        Ok(External {
+            name: name.to_owned(),
+            command: command.to_owned(),
+        })
+    }
+
+    /// The shell command that starts the server on `addr`.
+    fn command_for(&self, addr: &str) -> String {
+        format!("exec {}", self.command.replace("{addr}", addr))
+    }
+}
 
 /// How the processes of every run are started.
 #[derive(Clone, Copy)]
@@ -115,6 +162,9 @@ fn main() {
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect();
+    let external = args.text("external").map(|spec| {
+        External::parse(spec, &peers).unwrap_or_else(|e| fail(&format!("--external: {e}")))
+    });
     let peer_dir = PathBuf::from(
         args.text("peer-dir")
             .unwrap_or("bench/peers/target/release"),
@@ -155,7 +205,8 @@ fn main() {
         } else {
             &ours
         };
-        match run(exes, proto, p, launch) {
+        let ext = external.as_ref().filter(|x| x.name == proto);
+        match run(exes, proto, ext, p, launch) {
             Ok(f) => {
                 ok += 1;
                 Some(f)
@@ -170,8 +221,15 @@ fn main() {
     // (g) runs gotalk over WebSocket in the rounds of (b) and (e), against their floor.
     let ws_bases = if only.contains('g') { "be" } else { "" };
     let mut results: HashMap<(char, String), Runs> = HashMap::new();
+    let ext_name = external.as_ref().map(|x| x.name.as_str());
     for p in &points {
-        let columns = columns_of(p, only.contains(p.key), ws_bases.contains(p.key), &peers);
+        let columns = columns_of(
+            p,
+            only.contains(p.key),
+            ws_bases.contains(p.key),
+            &peers,
+            ext_name,
+        );
         if columns.len() < 2 {
             continue;
         }
@@ -200,29 +258,34 @@ fn main() {
         }
     }
 
+    // The columns after gotalk's: the peers, then the external server.
+    let extra: Vec<String> = peers
+        .iter()
+        .cloned()
+        .chain(ext_name.map(str::to_owned))
+        .collect();
     let none: Runs = Vec::new();
     let get = |key: char, proto: &str| results.get(&(key, proto.to_owned())).unwrap_or(&none);
     let mut rows = Vec::new();
     for p in points.iter().filter(|p| only.contains(p.key)) {
-        let measured: Vec<&Runs> = if p.idle.is_none() {
-            peers.iter().map(|peer| get(p.key, peer)).collect()
-        } else {
-            Vec::new()
-        };
-        let cols = Columns::new(get(p.key, "floor"), get(p.key, "gotalk"), &peers, &measured);
+        let measured: Vec<Option<&Runs>> = extra
+            .iter()
+            .map(|c| (p.idle.is_none() || Some(c.as_str()) == ext_name).then(|| get(p.key, c)))
+            .collect();
+        let cols = Columns::new(get(p.key, "floor"), get(p.key, "gotalk"), measured);
         rows.extend(table_rows(p.key, &p.what, p.key, &cols));
     }
     for base in ws_bases.chars() {
         let what = format!("({base}) over WebSocket");
-        let cols = Columns::new(get(base, "floor"), get(base, "ws"), &peers, &[]);
+        let cols = Columns::new(get(base, "floor"), get(base, "ws"), vec![None; extra.len()]);
         rows.extend(table_rows('g', &what, base, &cols));
     }
 
-    let peer_heads: String = peers
+    let peer_heads: String = extra
         .iter()
         .map(|p| format!(" {p} | {p} / floor |"))
         .collect();
-    let peer_rule = "---:|---:|".repeat(peers.len());
+    let peer_rule = "---:|---:|".repeat(extra.len());
     println!("{header}");
     println!();
     println!(
@@ -271,15 +334,23 @@ fn header(l: &Launch, repeat: usize, smoke: bool) -> String {
     )
 }
 
-/// The columns measured at point `p`: the floor, then gotalk and the peers if the point itself
-/// is asked for (no peers at the idle point), then gotalk over WebSocket if `ws`.
-fn columns_of<'a>(p: &Point, asked: bool, ws: bool, peers: &'a [String]) -> Vec<&'a str> {
+/// The columns measured at point `p`: the floor, then gotalk, the peers and the external
+/// server if the point itself is asked for (no peers at the idle point: their load generator
+/// cannot hold idle connections), then gotalk over WebSocket if `ws`.
+fn columns_of<'a>(
+    p: &Point,
+    asked: bool,
+    ws: bool,
+    peers: &'a [String],
+    external: Option<&'a str>,
+) -> Vec<&'a str> {
     let mut cols = vec!["floor"];
     if asked {
         cols.push("gotalk");
         if p.idle.is_none() {
             cols.extend(peers.iter().map(String::as_str));
         }
+        cols.extend(external);
     }
     if ws {
         cols.push("ws");
@@ -357,28 +428,25 @@ impl Drop for ServerProc {
     }
 }
 
-fn run(exes: &Exes, proto: &str, p: &Point, l: Launch) -> Result<Fields, String> {
-    let (server_exe, load_exe) = (exes.server.display(), exes.load.display());
+/// Runs one column at point `p`: starts its server (ours or a peer's from `exes`, or the
+/// `external` one), runs the load generator against it and returns its `RESULT` fields.
+fn run(
+    exes: &Exes,
+    proto: &str,
+    external: Option<&External>,
+    p: &Point,
+    l: Launch,
+) -> Result<Fields, String> {
+    let load_exe = exes.load.display();
     let pin = |cpu| Some(cpu).filter(|_| l.pin);
-    let mut server = ServerProc(
-        command(&exes.server, pin(SERVER_CPU))
-            .args(["--proto", proto, "--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {server_exe}: {e}"))?,
-    );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| format!("reading {server_exe}: {e}"))?;
-    let addr = line
-        .trim()
-        .strip_prefix("LISTENING ")
-        .ok_or_else(|| format!("{server_exe} said {line:?}"))?
-        .to_owned();
+    let (server, addr) = match external {
+        None => start_server(exes, proto, pin(SERVER_CPU))?,
+        Some(x) => start_external(x, pin(SERVER_CPU))?,
+    };
+    // An external server speaks gotalk: gotalk's load generator drives it.
+    let load_proto = if external.is_some() { "gotalk" } else { proto };
     let mut cmd = command(&exes.load, pin(LOAD_CPU));
-    cmd.args(["--proto", proto, "--addr", &addr]);
+    cmd.args(["--proto", load_proto, "--addr", &addr]);
     match p.idle {
         Some(n) => {
             cmd.args(["--idle", &n.to_string()]);
@@ -413,6 +481,82 @@ fn run(exes: &Exes, proto: &str, p: &Point, l: Launch) -> Result<Fields, String>
     eprintln!("  {}", stdout.trim());
     drop(server);
     Ok(fields.into_iter().collect())
+}
+
+/// Starts `exes.server --proto PROTO` on a free loopback port; returns it and the address it
+/// printed (`LISTENING ADDR`).
+fn start_server(
+    exes: &Exes,
+    proto: &str,
+    cpu: Option<usize>,
+) -> Result<(ServerProc, String), String> {
+    let server_exe = exes.server.display();
+    let mut server = ServerProc(
+        command(&exes.server, cpu)
+            .args(["--proto", proto, "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {server_exe}: {e}"))?,
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| format!("reading {server_exe}: {e}"))?;
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .ok_or_else(|| format!("{server_exe} said {line:?}"))?
+        .to_owned();
+    Ok((server, addr))
+}
+
+/// How long an external server may take to start listening.
+const EXTERNAL_START: Duration = Duration::from_secs(10);
+
+/// Starts the external server on a free loopback port and waits until that port accepts
+/// connections.
+fn start_external(x: &External, cpu: Option<usize>) -> Result<(ServerProc, String), String> {
+    // A port the kernel just handed out and nobody holds: the server binds it next.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .to_string();
+    let script = x.command_for(&addr);
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    let mut server = ServerProc(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", x.name))?,
+    );
+    let t0 = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok((server, addr));
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            return Err(format!("{} ({script}) exited with {status}", x.name));
+        }
+        if t0.elapsed() > EXTERNAL_START {
+            return Err(format!(
+                "{} ({script}) did not listen on {addr} within {EXTERNAL_START:?}",
+                x.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The values of `key` in the runs that succeeded.
@@ -464,28 +608,21 @@ fn fmt_num(v: Option<f64>) -> String {
 }
 
 /// The measured columns of one point, every round of each: the floor, gotalk (or gotalk over
-/// WebSocket) and the peers, if any were asked for.
+/// WebSocket), the peers and the external server, if any were asked for.
 struct Columns<'a> {
     floor: &'a Runs,
     gotalk: &'a Runs,
-    /// One per `--peers` entry; `None` where the peer was not run at this point (empty
-    /// cells).
+    /// One per `--peers` entry and one for `--external`; `None` where that column was not
+    /// run at this point (empty cells).
     peers: Vec<Option<&'a Runs>>,
 }
 
 impl<'a> Columns<'a> {
-    /// `measured` holds the peers' results in the order of `peers`, or nothing where the
-    /// point does not run them.
-    fn new(
-        floor: &'a Runs,
-        gotalk: &'a Runs,
-        peers: &[String],
-        measured: &[&'a Runs],
-    ) -> Columns<'a> {
+    fn new(floor: &'a Runs, gotalk: &'a Runs, peers: Vec<Option<&'a Runs>>) -> Columns<'a> {
         Columns {
             floor,
             gotalk,
-            peers: (0..peers.len()).map(|i| measured.get(i).copied()).collect(),
+            peers,
         }
     }
 }
@@ -655,7 +792,7 @@ mod tests {
             run_of(&[("p50_us", "25")]),
         ];
         assert_eq!(ratios(&floor, &gotalk, "p50_us"), [1.2, 1.0]);
-        let rows = table_rows('a', "x", 'a', &Columns::new(&floor, &gotalk, &[], &[]));
+        let rows = table_rows('a', "x", 'a', &Columns::new(&floor, &gotalk, vec![]));
         // p50: floor median 22.5, gotalk 25, ratio median 1.10 (of 1.2 and 1.0), range shown.
         assert_eq!(
             rows[1],
@@ -670,13 +807,54 @@ mod tests {
         let floor: Runs = vec![run_of(&[("rps", "100")]), run_of(&[("rps", "200")])];
         let gotalk: Runs = vec![run_of(&[("rps", "30")]), run_of(&[("rps", "40")])];
         let tarpc: Runs = vec![run_of(&[("rps", "10")]), None];
-        let peers = ["tarpc".to_owned(), "jsonrpsee".to_owned()];
-        // jsonrpsee not run at this point: empty cells.
-        let cols = Columns::new(&floor, &gotalk, &peers, &[&tarpc]);
+        // tarpc and jsonrpsee asked for, jsonrpsee not run at this point: empty cells.
+        let cols = Columns::new(&floor, &gotalk, vec![Some(&tarpc), None]);
         let rows = table_rows('b', "x", 'b', &cols);
         assert_eq!(
             rows[0],
             "| b | x | req/s | 150 | 35.0 | 0.25 | 0.20–0.30 | 10.0 | 0.10 |  |  | ≥ 0.25× | yes |"
+        );
+    }
+
+    #[test]
+    fn external_spec() {
+        let peers = ["tarpc".to_owned()];
+        let x = External::parse("go=./go-echo -addr {addr} -x=1", &peers).unwrap();
+        assert_eq!(x.name, "go");
+        assert_eq!(
+            x.command_for("127.0.0.1:9"),
+            "exec ./go-echo -addr 127.0.0.1:9 -x=1"
+        );
+        assert!(External::parse("go ./go-echo", &peers).is_err());
+        assert!(External::parse("go=./go-echo", &peers).is_err());
+        assert!(External::parse("tarpc=x {addr}", &peers).is_err());
+        assert!(External::parse("gotalk=x {addr}", &peers).is_err());
+        assert!(External::parse("=x {addr}", &peers).is_err());
+    }
+
+    #[test]
+    fn external_column_at_the_idle_point_too() {
+        let idle = Point {
+            key: 'f',
+            what: String::new(),
+            conns: 10,
+            inflight: 0,
+            size: 0,
+            idle: Some(10),
+        };
+        let peers = ["tarpc".to_owned()];
+        assert_eq!(
+            columns_of(&idle, true, false, &peers, Some("go")),
+            ["floor", "gotalk", "go"]
+        );
+        let b = point('b', "", 1, 64, 16);
+        assert_eq!(
+            columns_of(&b, true, true, &peers, Some("go")),
+            ["floor", "gotalk", "tarpc", "go", "ws"]
+        );
+        assert_eq!(
+            columns_of(&b, false, true, &peers, Some("go")),
+            ["floor", "ws"]
         );
     }
 }
