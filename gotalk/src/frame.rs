@@ -682,18 +682,17 @@ pub fn message_from_parts(h: &RawHeader, header: &Bytes, payload: Bytes) -> Mess
 /// Like [`message_from_parts`], with the name's bytes (already validated by
 /// [`parse_header`]) given on their own.
 pub(crate) fn message_with_name(h: &RawHeader, name: Bytes, payload: Bytes) -> Message {
-    let mut name = Some(name);
-    let mut name = || Name::from_utf8_unchecked_len(name.take().unwrap_or_default());
+    let name = Name::from_utf8_unchecked_len(name);
     let id = h.id;
     match h.msg_type {
         MsgType::SingleRequest => Message::SingleRequest {
             id,
-            op: name(),
+            op: name,
             payload,
         },
         MsgType::StreamRequest => Message::StreamRequest {
             id,
-            op: name(),
+            op: name,
             payload,
         },
         MsgType::StreamRequestPart => Message::StreamRequestPart { id, payload },
@@ -705,10 +704,7 @@ pub(crate) fn message_with_name(h: &RawHeader, name: Bytes, payload: Bytes) -> M
             wait_ms: h.wait,
             payload,
         },
-        MsgType::Notification => Message::Notification {
-            name: name(),
-            payload,
-        },
+        MsgType::Notification => Message::Notification { name, payload },
         MsgType::Heartbeat => Message::Heartbeat {
             load: h.wait as u16,
             time: h.size,

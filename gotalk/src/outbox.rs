@@ -76,24 +76,14 @@ impl Batch {
     /// Appends a message: its header, and its payload copied or kept aside.
     pub(crate) fn push(&mut self, m: &Message) {
         let p = m.payload();
-        let copied = if p.len() <= COPY_PAYLOAD_MAX {
-            p.len()
-        } else {
-            0
-        };
-        self.reserve(m.header_len() + copied);
+        self.reserve(m.header_len() + copied_len(p));
         m.encode_header(&mut self.buf);
         self.push_payload(p);
     }
 
     /// Appends a request (`r` or `s`) from its parts.
     pub(crate) fn push_request(&mut self, t: MsgType, id: RequestId, op: &str, payload: &Bytes) {
-        let copied = if payload.len() <= COPY_PAYLOAD_MAX {
-            payload.len()
-        } else {
-            0
-        };
-        self.reserve(crate::frame::header_len(t, op.len()) + copied);
+        self.reserve(crate::frame::header_len(t, op.len()) + copied_len(payload));
         encode_request_header(&mut self.buf, t, id, op, payload.len());
         self.push_payload(payload);
     }
@@ -152,6 +142,15 @@ impl Batch {
         self.buf.clear();
         self.large.clear();
         self.written = 0;
+    }
+}
+
+/// How many bytes of payload `p` go into a batch's buffer (the rest is spliced in).
+fn copied_len(p: &Bytes) -> usize {
+    if p.len() <= COPY_PAYLOAD_MAX {
+        p.len()
+    } else {
+        0
     }
 }
 
@@ -281,7 +280,7 @@ impl Outbox {
 
     /// A sender's direct write ended. Returns the writer task to wake if the rest (or what was
     /// queued meanwhile) is now its job.
-    pub(crate) fn written(&mut self, mut batch: Batch, how: Written) -> Option<Waker> {
+    pub(crate) fn written(&mut self, batch: Batch, how: Written) -> Option<Waker> {
         debug_assert_eq!(self.owner, Owner::Sender);
         match how {
             Written::Done if self.items == 0 => {
@@ -304,9 +303,8 @@ impl Outbox {
                 self.writer.take()
             }
             Written::Failed => {
-                // The connection is being shut down; the writer task finds the rest (if any)
-                // when it flushes on closing, and fails too.
-                batch.clear();
+                // The connection is being shut down (`batch` is dropped); the writer task
+                // finds what was queued meanwhile when it flushes on closing, and fails too.
                 self.owner = Owner::Nobody;
                 self.writer.take()
             }
@@ -317,11 +315,7 @@ impl Outbox {
     /// outbox to write its last word, which it may unless a sender is writing). If not,
     /// `waker` is woken when there is.
     pub(crate) fn poll_work(&mut self, waker: &Waker, closing: bool) -> bool {
-        let work = match self.owner {
-            Owner::Task => true,
-            Owner::Nobody => closing || self.items > 0 || self.resume.is_some(),
-            Owner::Sender => false,
-        };
+        let work = self.has_work(closing);
         if !work && !self.writer.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.writer = Some(waker.clone());
         }
@@ -333,12 +327,7 @@ impl Outbox {
     /// finish, else everything queued (`spare` is recycled as the next buffer to queue into).
     /// `None` if there is no work (see [`Outbox::poll_work`]).
     pub(crate) fn take_work(&mut self, spare: &mut Batch, closing: bool) -> Option<Batch> {
-        let work = match self.owner {
-            Owner::Task => true,
-            Owner::Nobody => closing || self.items > 0 || self.resume.is_some(),
-            Owner::Sender => false,
-        };
-        if !work {
+        if !self.has_work(closing) {
             return None;
         }
         self.owner = Owner::Task;
@@ -346,6 +335,15 @@ impl Outbox {
             return Some(b);
         }
         Some(self.take(std::mem::take(spare)))
+    }
+
+    /// Whether the writer task has work (see [`Outbox::poll_work`]).
+    fn has_work(&self, closing: bool) -> bool {
+        match self.owner {
+            Owner::Task => true,
+            Owner::Nobody => closing || self.items > 0 || self.resume.is_some(),
+            Owner::Sender => false,
+        }
     }
 
     /// Items queued.

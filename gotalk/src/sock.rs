@@ -1624,8 +1624,7 @@ async fn writer_task(
     loop {
         tokio::select! {
             biased;
-            items = poll_fn(|cx| sock.poll_work(cx)) => {
-                let pending = sock.requests_pending();
+            (items, pending) = poll_fn(|cx| sock.poll_work(cx)) => {
                 if items > 0 && items < BATCH && (items > 1 || busy || pending > 1) {
                     // Under load, let the tasks that are ready to run queue their messages
                     // too, so that they leave in this write rather than in one write each.
@@ -1678,12 +1677,12 @@ async fn writer_task(
 }
 
 impl Sock {
-    /// For the writer task: whether there is work for it (how many items are queued), else
-    /// `Pending` until there is.
-    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<usize> {
+    /// For the writer task: whether there is work for it (how many items are queued, and how
+    /// many of our requests wait for results), else `Pending` until there is.
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<(usize, usize)> {
         let mut s = self.shared();
         if s.out.poll_work(cx.waker(), false) {
-            Poll::Ready(s.out.items())
+            Poll::Ready((s.out.items(), s.pending.len()))
         } else {
             Poll::Pending
         }
