@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::load::{payload, Control, LoadOptions, LoadResult, Tally};
+use crate::load::{collect, payload, Control, LoadOptions, LoadResult, Tally};
 
 const READ_CHUNK: usize = 4096;
 
@@ -82,18 +82,7 @@ pub async fn load(addr: &str, opts: &LoadOptions) -> std::io::Result<LoadResult>
         .into_iter()
         .map(|s| tokio::spawn(client_conn(s, opts.inflight, frame.clone(), ctl.clone())))
         .collect();
-    let (window, cpu) = ctl.run(opts).await;
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(&t.await.expect("floor client task")?);
-    }
-    Ok(LoadResult {
-        proto: "floor".into(),
-        opts: opts.clone(),
-        window,
-        tally,
-        cpu,
-    })
+    collect("floor", opts, &ctl, tasks).await
 }
 
 async fn client_conn(

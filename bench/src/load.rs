@@ -131,10 +131,21 @@ where
         .flat_map(|c| (0..per_client).map(move |_| c))
         .map(|c| tokio::spawn(request_loop(c.clone(), ctl.clone())))
         .collect();
+    collect(proto, opts, &ctl, tasks).await
+}
+
+/// Measures for `opts.duration` after `opts.warmup` (see [`Control::run`]) while `tasks`, the
+/// load's request loops, run under `ctl`; then adds up what they counted.
+pub async fn collect<E>(
+    proto: &str,
+    opts: &LoadOptions,
+    ctl: &Arc<Control>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Tally, E>>>,
+) -> Result<LoadResult, E> {
     let (window, cpu) = ctl.run(opts).await;
     let mut tally = Tally::default();
     for t in tasks {
-        tally.merge(&t.await.expect("request loop task")?);
+        tally.merge(&t.await.expect("load task")?);
     }
     Ok(LoadResult {
         proto: proto.into(),
