@@ -148,6 +148,10 @@ pub enum Error {
     /// [`crate::Sock::stream_request`] for such operations).
     #[error("unexpected streaming response")]
     UnexpectedStream,
+    /// A message could not be queued without waiting: the connection's write buffer is full
+    /// because the peer does not read fast enough (see [`crate::Sock::try_notify`]).
+    #[error("the connection's write buffer is full (the peer is not reading fast enough)")]
+    Full,
     /// A wait ran out (connect, handshake, or a request timeout set by the caller).
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -104,7 +104,7 @@ pub use handlers::{
 };
 pub use limits::Limits;
 pub use server::{Server, ServerOptions};
-pub use sock::{Config, Sock};
+pub use sock::{Config, Notification, Sock};
 pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;

@@ -88,6 +88,14 @@ impl Batch {
         self.push_payload(payload);
     }
 
+    /// Appends a message encoded beforehand: its header bytes, then its payload (copied or
+    /// kept aside, as for any message).
+    pub(crate) fn push_encoded(&mut self, header: &[u8], payload: &Bytes) {
+        self.reserve(header.len() + copied_len(payload));
+        self.buf.put_slice(header);
+        self.push_payload(payload);
+    }
+
     /// Appends raw bytes (the protocol version).
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
@@ -228,6 +236,11 @@ impl Outbox {
             room: Vec::new(),
             closing: false,
         }
+    }
+
+    /// Whether there is room for one more item (without waiting for it).
+    pub(crate) fn has_room(&self) -> bool {
+        self.items < self.capacity
     }
 
     /// Whether there is room for one more item; if not, `waker` is woken when there is.

@@ -366,3 +366,58 @@ async fn abandoned_requests_leave_nothing_pending() {
     );
     assert_eq!(s.requests_pending(), 0);
 }
+
+/// A notification encoded once goes out on several connections; `try_notify` refuses at once,
+/// instead of waiting, when a connection's peer does not read.
+#[tokio::test]
+async fn an_encoded_notification_reaches_every_peer_and_a_full_one_is_refused_at_once() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut h = Handlers::new();
+    let g = got.clone();
+    h.handle_notification("news", move |s: String| g.lock().unwrap().push(s));
+    let server = Server::bind("127.0.0.1:0", Config::new().handlers(h))
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let a = gotalk::connect(&addr).await.unwrap();
+    let b = gotalk::connect(&addr).await.unwrap();
+    let n = gotalk::Notification::json("news", "hello").unwrap();
+    assert_eq!(n.name(), "news");
+    assert_eq!(n.wire_len(), "n004news00000007\"hello\"".len());
+    a.try_notify(&n).unwrap();
+    b.send_notification(&n).await.unwrap();
+    for _ in 0..200 {
+        if got.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*got.lock().unwrap(), vec!["hello", "hello"]);
+
+    // A peer that never reads: a raw TCP connection that only sent its version.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = listener.local_addr().unwrap().to_string();
+    let raw = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"01")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let config = Config::new().limits(Limits::default().write_queue(4));
+    let sock = gotalk::connect_with(&raw_addr, &config).await.unwrap();
+    let big = gotalk::Notification::new("news", vec![b'x'; 1 << 20]).unwrap();
+    let mut sent = 0;
+    let full = loop {
+        match sock.try_notify(&big) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 10_000, "never refused");
+    };
+    assert!(matches!(full, Error::Full), "{full:?}");
+    sock.close();
+    assert!(matches!(sock.try_notify(&big), Err(Error::Closed(_))));
+    raw.abort();
+}
