@@ -211,6 +211,10 @@ impl Config {
     pub(crate) fn on_close_callback(&self) -> Option<CloseCallback> {
         self.on_close.clone()
     }
+
+    pub(crate) fn on_heartbeat_callback(&self) -> Option<HeartbeatCallback> {
+        self.on_heartbeat.clone()
+    }
 }
 
 /// A notification encoded once, to be sent on many connections (a broadcast) without being
