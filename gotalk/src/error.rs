@@ -152,6 +152,11 @@ pub enum Error {
     /// because the peer does not read fast enough (see [`crate::Sock::try_notify`]).
     #[error("the connection's write buffer is full (the peer is not reading fast enough)")]
     Full,
+    /// No responder could take the request: none is connected (and the caller chose not to
+    /// wait, see [`crate::pool::PoolOptions::wait_for_connection`]), none offers the operation,
+    /// or the pool was closed. The text says which, and the last connection error.
+    #[error("no responder available: {0}")]
+    Unavailable(String),
     /// A wait ran out (connect, handshake, or a request timeout set by the caller).
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -64,6 +64,7 @@
 //! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
+//! | [`pool`] | many peers: [`KeepAlive`] (reconnects), [`Pool`] (load-aware choice among responders, in `pool/choose.rs`), [`Workers`] (workers that dial in); request deadlines |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
 //! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
@@ -90,6 +91,7 @@ pub mod handlers;
 pub mod jslib;
 pub mod limits;
 mod outbox;
+pub mod pool;
 pub mod server;
 pub mod sock;
 pub mod stream;
@@ -103,6 +105,7 @@ pub use handlers::{
     handle_stream, Handlers,
 };
 pub use limits::Limits;
+pub use pool::{KeepAlive, Pool, Workers};
 pub use server::{Server, ServerOptions};
 pub use sock::{Config, Notification, Sock};
 pub use stream::{StreamReceiver, StreamSender};

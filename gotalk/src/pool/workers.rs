@@ -1,0 +1,424 @@
+//! [`Workers`]: the other topology — workers dial in to a coordinator, which keeps the set of
+//! connected workers offering each operation and sends every job to the least loaded one.
+//!
+//! A worker announces what it offers with an ordinary request, [`OFFER_OP`]
+//! (`"workers.offer"`), whose JSON payload is the list of operation names (`["resize"]`), on
+//! every connection — a [`KeepAlive`](super::KeepAlive) with
+//! [`on_connect`](super::PoolOptions::on_connect) calling [`Workers::offer`] does that after
+//! each reconnect. Offering again replaces the list (`[]` withdraws). The coordinator then
+//! sends its requests over the connection the worker opened, as the protocol allows either
+//! side to. A plain gotalk peer in any language is a valid worker: it connects, sends that
+//! request, and answers requests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::{Error, HandlerError, ProtocolErrorCode, Result};
+use crate::frame::MAX_NAME_LEN;
+use crate::handlers::Handlers;
+use crate::sock::{Config, Sock};
+use crate::stream::{StreamReceiver, StreamSender};
+
+use super::choose::{choose, Choice, Responder, ResponderStats};
+use super::options::{PoolOptions, RequestOptions};
+use super::request::{self, Roster};
+
+/// The operation a worker calls on its coordinator to say which operations it offers.
+pub const OFFER_OP: &str = "workers.offer";
+
+/// Most operations one worker may offer.
+const MAX_OFFERED: usize = 256;
+
+/// The connected workers of a coordinator, by the operations they offer; requests sent
+/// through it go to the least loaded worker offering the operation (see the
+/// [`pool` docs](super) for the rules: deadlines, waiting for a worker, moves after a
+/// RetryResult, repeats of operations safe to repeat).
+///
+/// Of the [`PoolOptions`], those about dialing (`reconnect`, `connect_timeout`, `on_connect`,
+/// `resolve_every`) do not apply: workers dial.
+///
+/// ```
+/// use std::time::Duration;
+/// use gotalk::pool::{KeepAlive, PoolOptions, Workers};
+/// use gotalk::{Config, Handlers, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> gotalk::Result<()> {
+/// // The coordinator.
+/// let workers = Workers::new(PoolOptions::new().timeout(Some(Duration::from_secs(5))));
+/// let mut h = Handlers::new();
+/// workers.install(&mut h);
+/// let server = Server::bind("127.0.0.1:0", workers.config(Config::new().handlers(h))).await?;
+///
+/// // A worker (usually another process).
+/// let mut wh = Handlers::new();
+/// wh.handle("double", |n: u64| async move { Ok(n * 2) });
+/// let worker = KeepAlive::open(
+///     &server.local_addr().to_string(),
+///     Config::new().handlers(wh),
+///     PoolOptions::new().on_connect(|sock| async move { Workers::offer(&sock, &["double"]).await }),
+/// )?;
+///
+/// // Jobs wait for a worker offering the operation (up to their deadline).
+/// let n: u64 = workers.request("double", &21).await?;
+/// assert_eq!(n, 42);
+/// worker.close();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: PoolOptions,
+    changes: watch::Sender<u64>,
+    board: parking_lot::RwLock<Board>,
+    turn: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// Who offers what.
+#[derive(Default)]
+struct Board {
+    /// Every worker that offered, by connection.
+    workers: HashMap<usize, Worker>,
+    /// The workers offering each operation (rebuilt on every change; read per request).
+    by_op: HashMap<String, Vec<Arc<Responder>>>,
+}
+
+struct Worker {
+    responder: Arc<Responder>,
+    ops: Vec<String>,
+}
+
+impl Board {
+    fn rebuild(&mut self) {
+        let mut by_op: HashMap<String, Vec<Arc<Responder>>> = HashMap::new();
+        for w in self.workers.values() {
+            for op in &w.ops {
+                by_op
+                    .entry(op.clone())
+                    .or_default()
+                    .push(w.responder.clone());
+            }
+        }
+        self.by_op = by_op;
+    }
+}
+
+impl fmt::Debug for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workers")
+            .field("workers", &self.stats())
+            .finish()
+    }
+}
+
+impl Workers {
+    /// An empty set, requests following `options`.
+    pub fn new(options: PoolOptions) -> Workers {
+        Workers {
+            inner: Arc::new(Inner {
+                options,
+                changes: watch::channel(0).0,
+                board: parking_lot::RwLock::default(),
+                turn: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Adds the [`OFFER_OP`] operation, by which workers join, to the coordinator's handlers.
+    pub fn install(&self, handlers: &mut Handlers) {
+        let inner = Arc::downgrade(&self.inner);
+        handlers.handle_with_sock(OFFER_OP, move |sock: Sock, ops: Vec<String>| {
+            let inner = inner.clone();
+            async move {
+                let inner = inner
+                    .upgrade()
+                    .ok_or_else(|| HandlerError::msg("this coordinator takes no workers"))?;
+                check_offer(&ops)?;
+                Inner::offered(&inner, &sock, ops);
+                Ok(())
+            }
+        });
+    }
+
+    /// The coordinator's connection settings, made to tell this set at once when a worker's
+    /// connection closes and what load its heartbeats report (the user's callbacks still run).
+    /// Automatic retries are turned off on these connections: a RetryResult from a worker
+    /// moves the job to another worker instead.
+    pub fn config(&self, config: Config) -> Config {
+        let user_close = config.on_close_callback();
+        let user_heartbeat = config.on_heartbeat_callback();
+        let (on_close, on_beat) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
+        config
+            .auto_retry(0)
+            .on_close(move |sock, reason| {
+                if let Some(inner) = on_close.upgrade() {
+                    inner.left(sock);
+                }
+                if let Some(cb) = &user_close {
+                    cb(sock, reason);
+                }
+            })
+            .on_heartbeat(move |sock, load, time| {
+                if let Some(inner) = on_beat.upgrade() {
+                    if let Some(w) = inner.board.read().workers.get(&sock.key()) {
+                        w.responder.heard(load);
+                    }
+                }
+                if let Some(cb) = &user_heartbeat {
+                    cb(sock, load, time);
+                }
+            })
+    }
+
+    /// For a worker: tells the coordinator at the other end of `sock` which operations this
+    /// worker offers (replacing what it offered before). Call it on every connection, e.g.
+    /// from [`PoolOptions::on_connect`].
+    pub async fn offer(sock: &Sock, ops: &[&str]) -> Result<()> {
+        sock.request::<_, serde_json::Value>(OFFER_OP, ops).await?;
+        Ok(())
+    }
+
+    /// How many workers offer `op` now.
+    pub fn offering(&self, op: &str) -> usize {
+        self.inner.board.read().by_op.get(op).map_or(0, Vec::len)
+    }
+
+    /// Waits up to `timeout` until at least `n` workers offer `op`.
+    pub async fn wait_for(&self, op: &str, n: usize, timeout: Duration) -> Result<()> {
+        let mut changes = self.inner.changes.subscribe();
+        let wait = async {
+            while self.offering(op) < n {
+                if changes.changed().await.is_err() || self.inner.is_closed() {
+                    return Err(Error::Unavailable(self.inner.why_unavailable(op)));
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(Error::Timeout("waiting for workers")))
+    }
+
+    /// Every worker as the chooser sees it now.
+    pub fn stats(&self) -> Vec<ResponderStats> {
+        let mut v: Vec<_> = self
+            .inner
+            .board
+            .read()
+            .workers
+            .values()
+            .map(|w| w.responder.stats())
+            .collect();
+        v.sort_by(|a, b| a.addr.cmp(&b.addr));
+        v
+    }
+
+    /// Stops taking requests: requests waiting for a worker fail with
+    /// [`Error::Unavailable`]. The workers' connections stay open (they belong to the server).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.bump();
+    }
+
+    /// Sends request `op` with `input` encoded as JSON to the least loaded worker offering it,
+    /// and decodes the JSON result.
+    pub async fn request<I, O>(&self, op: &str, input: &I) -> Result<O>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        self.request_with(op, input, RequestOptions::new()).await
+    }
+
+    /// Like [`Workers::request`], with options for this request.
+    pub async fn request_with<I, O>(&self, op: &str, input: &I, opts: RequestOptions) -> Result<O>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let out = self
+            .buffer_request_with(op, serde_json::to_vec(input)?, opts)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Sends request `op` with a raw payload and returns the raw result.
+    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
+        self.buffer_request_with(op, payload, RequestOptions::new())
+            .await
+    }
+
+    /// Like [`Workers::buffer_request`], with options for this request.
+    pub async fn buffer_request_with(
+        &self,
+        op: &str,
+        payload: impl Into<Bytes>,
+        opts: RequestOptions,
+    ) -> Result<Bytes> {
+        let policy = opts.resolve(op, &self.inner.options);
+        request::buffer_request(&*self.inner, op, payload.into(), policy).await
+    }
+
+    /// Starts stream request `op` on the least loaded worker offering it.
+    pub async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver)> {
+        let policy = RequestOptions::new().resolve(op, &self.inner.options);
+        request::stream_request(&*self.inner, op, policy).await
+    }
+
+    /// Sends notification `name` with `value` encoded as JSON to the least loaded worker
+    /// offering an operation of that name.
+    pub async fn notify<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        self.buffer_notify(name, serde_json::to_vec(value)?).await
+    }
+
+    /// Sends notification `name` with a raw payload (see [`Workers::notify`]).
+    pub async fn buffer_notify(&self, name: &str, payload: impl Into<Bytes>) -> Result<()> {
+        let policy = RequestOptions::new().resolve(name, &self.inner.options);
+        request::notify(&*self.inner, name, payload.into(), policy).await
+    }
+}
+
+/// Refuses offers that would cost the coordinator more than a worker is worth.
+fn check_offer(ops: &[String]) -> std::result::Result<(), HandlerError> {
+    if ops.len() > MAX_OFFERED {
+        return Err(HandlerError::msg(format!(
+            "a worker may offer at most {MAX_OFFERED} operations ({} offered)",
+            ops.len()
+        )));
+    }
+    if let Some(bad) = ops
+        .iter()
+        .find(|op| op.is_empty() || op.len() > MAX_NAME_LEN)
+    {
+        return Err(HandlerError::msg(format!(
+            "not an operation name: {:?} (1 to {MAX_NAME_LEN} bytes)",
+            bad.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A worker offered `ops` on `sock`.
+    fn offered(this: &Arc<Inner>, sock: &Sock, mut ops: Vec<String>) {
+        ops.sort();
+        ops.dedup();
+        let joined = {
+            let mut board = this.board.write();
+            // Closed meanwhile: `left` already ran (or will find nothing); do not add it back.
+            if sock.is_closed() {
+                return;
+            }
+            let joined = !board.workers.contains_key(&sock.key());
+            let w = board.workers.entry(sock.key()).or_insert_with(|| {
+                let label = sock.peer_addr().unwrap_or("worker").to_owned();
+                let r = Arc::new(Responder::new(label));
+                r.connected(sock.clone());
+                Worker {
+                    responder: r,
+                    ops: Vec::new(),
+                }
+            });
+            w.ops = ops;
+            board.rebuild();
+            joined
+        };
+        if joined {
+            tracing::debug!(peer = ?sock.peer_addr(), "worker joined");
+            tokio::spawn(watch_worker(
+                Arc::downgrade(this),
+                sock.clone(),
+                this.options.heartbeat_timeout,
+            ));
+        }
+        this.bump();
+    }
+
+    /// `sock`'s worker (if it was one) is gone.
+    fn left(&self, sock: &Sock) {
+        let gone = {
+            let mut board = self.board.write();
+            let gone = board.workers.remove(&sock.key());
+            if gone.is_some() {
+                board.rebuild();
+            }
+            gone
+        };
+        if let Some(w) = gone {
+            w.responder.disconnected(None);
+            tracing::debug!(peer = ?sock.peer_addr(), "worker left");
+            self.bump();
+        }
+    }
+}
+
+/// Removes a worker once its connection closes (even with a config not made by
+/// [`Workers::config`]), closing it first if its heartbeats stop.
+async fn watch_worker(inner: Weak<Inner>, sock: Sock, limit: Option<Duration>) {
+    let every = limit.map_or(Duration::MAX, |t| (t / 4).max(Duration::from_millis(10)));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = sock.closed() => break,
+            _ = check.tick(), if limit.is_some() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let stale = inner
+                    .board
+                    .read()
+                    .workers
+                    .get(&sock.key())
+                    .is_some_and(|w| limit.is_some_and(|t| w.responder.is_stale(t)));
+                if stale {
+                    tracing::info!(peer = ?sock.peer_addr(), "worker's heartbeats stopped; closing");
+                    sock.close_with_error(ProtocolErrorCode::TIMEOUT);
+                }
+            }
+        }
+    }
+    if let Some(inner) = inner.upgrade() {
+        inner.left(&sock);
+    }
+}
+
+impl Roster for Inner {
+    fn choose(&self, op: &str) -> Choice {
+        let board = self.board.read();
+        match board.by_op.get(op) {
+            Some(offering) => choose(offering, self.options.balance, &self.turn),
+            None => Choice::Nobody,
+        }
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn why_unavailable(&self, op: &str) -> String {
+        if self.is_closed() {
+            return "the worker set was closed".into();
+        }
+        let n = self.board.read().workers.len();
+        format!("no worker offers \"{op}\" ({n} workers connected)")
+    }
+}
