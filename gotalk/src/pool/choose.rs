@@ -91,25 +91,29 @@ impl Responder {
         }
     }
 
-    /// Its connection is `sock` from now on: a fresh start (no load heard, no wait).
+    /// Its connection is `sock` from now on (heartbeats on it may have been heard already:
+    /// they can arrive with the handshake).
     pub(crate) fn connected(&self, sock: Sock) {
-        self.load.store(0, Ordering::Relaxed);
-        self.heard.store(0, Ordering::Relaxed);
         self.retry_until.store(0, Ordering::Relaxed);
         *self.sock.lock() = Some(sock);
         self.up.store(true, Ordering::Release);
     }
 
-    /// It has no connection any more (`sock`, if given, must be the one that went).
+    /// It has no connection any more (`sock`, if given, must be the one that went): what its
+    /// heartbeats said is forgotten.
     pub(crate) fn disconnected(&self, sock: Option<&Sock>) {
         let mut cur = self.sock.lock();
-        if let (Some(gone), Some(now)) = (sock, cur.as_ref()) {
-            if !gone.same_as(now) {
-                return;
-            }
+        match (sock, cur.as_ref()) {
+            // Down already, or up again on another connection (whose first heartbeat may
+            // have come before it was offered): nothing to forget.
+            (Some(_), None) => return,
+            (Some(gone), Some(now)) if !gone.same_as(now) => return,
+            _ => {}
         }
         self.up.store(false, Ordering::Release);
         *cur = None;
+        self.load.store(0, Ordering::Relaxed);
+        self.heard.store(0, Ordering::Relaxed);
     }
 
     /// A heartbeat arrived with `load`.

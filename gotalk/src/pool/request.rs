@@ -47,8 +47,9 @@ pub(crate) async fn stream_request(
     op: &str,
     policy: Policy,
 ) -> Result<(StreamSender, StreamReceiver)> {
+    let deadline = deadline(policy);
     within(policy.timeout, async {
-        let c = check_out(roster, op, policy.wait, None).await?;
+        let c = check_out(roster, op, policy.wait, deadline, None).await?;
         c.sock.stream_request(op).await
     })
     .await
@@ -63,10 +64,11 @@ pub(crate) async fn notify(
     payload: Bytes,
     policy: Policy,
 ) -> Result<()> {
+    let deadline = deadline(policy);
     within(policy.timeout, async {
         let mut lost = None;
         for _ in 0..policy.max_attempts {
-            let c = check_out(roster, name, policy.wait, lost.take()).await?;
+            let c = check_out(roster, name, policy.wait, deadline, lost.take()).await?;
             match c.sock.buffer_notify(name, payload.clone()).await {
                 // A closed connection refuses before queueing: nothing was sent.
                 Err(e @ Error::Closed(_)) => {
@@ -79,6 +81,11 @@ pub(crate) async fn notify(
         Err(lost.unwrap_or_else(|| Error::Unavailable(roster.why_unavailable(name))))
     })
     .await
+}
+
+/// When the request must be done by ([`now_ms`]), if it has a deadline.
+fn deadline(policy: Policy) -> Option<u64> {
+    policy.timeout.map(|t| now_ms() + t.as_millis() as u64)
 }
 
 /// Runs `f` within `timeout`, if there is one.
@@ -95,10 +102,11 @@ async fn within<T>(
 }
 
 async fn attempts(roster: &impl Roster, op: &str, payload: Bytes, policy: Policy) -> Result<Bytes> {
+    let deadline = deadline(policy);
     let mut tries = 0;
     let mut lost = None;
     loop {
-        let c = check_out(roster, op, policy.wait, lost.take()).await?;
+        let c = check_out(roster, op, policy.wait, deadline, lost.take()).await?;
         tries += 1;
         match c.sock.buffer_request(op, payload.clone()).await {
             Err(Error::Retry { wait, message }) if tries < policy.max_attempts => {
@@ -124,20 +132,24 @@ async fn attempts(roster: &impl Roster, op: &str, payload: Bytes, policy: Policy
 
 /// A responder for `op`: chosen now if one is usable; else, when every responder that is up
 /// asked us to wait, after the first wait ends (or fails with [`Error::Retry`] if `wait` is
-/// false); else, when none is up, after one comes up (or fails at once if `wait` is false,
-/// with `lost` if a connection was just lost, else with [`Error::Unavailable`]).
+/// false or the wait ends after the `deadline`); else, when none is up, after one comes up (or
+/// fails at once if `wait` is false, with `lost` if a connection was just lost, else with
+/// [`Error::Unavailable`]).
 async fn check_out(
     roster: &impl Roster,
     op: &str,
     wait: bool,
+    deadline: Option<u64>,
     lost: Option<Error>,
 ) -> Result<Checkout> {
     let mut changes: Option<watch::Receiver<u64>> = None;
     loop {
         let choice = roster.choose(op);
+        let too_late =
+            matches!(choice, Choice::WaitUntil(until) if deadline.is_some_and(|d| until > d));
         let until = match choice {
             Choice::Use(c) => return Ok(c),
-            Choice::WaitUntil(_) | Choice::Nobody if !wait => {
+            Choice::WaitUntil(_) | Choice::Nobody if !wait || too_late => {
                 return Err(match (choice, lost) {
                     (Choice::WaitUntil(until), _) => Error::Retry {
                         wait: Duration::from_millis(until.saturating_sub(now_ms())),
