@@ -17,9 +17,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::addr::Addr;
-use crate::error::{Error, ProtocolErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::sock::{Config, Sock};
 use crate::stream::{StreamReceiver, StreamSender};
+use crate::ProtocolErrorCode;
 
 use super::choose::{choose, Balance, Choice, Responder, ResponderStats};
 use super::options::{PoolOptions, RequestOptions};

@@ -21,11 +21,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::error::{Error, HandlerError, ProtocolErrorCode, Result};
+use crate::error::{Error, HandlerError, Result};
 use crate::frame::MAX_NAME_LEN;
 use crate::handlers::Handlers;
 use crate::sock::{Config, Sock};
 use crate::stream::{StreamReceiver, StreamSender};
+use crate::ProtocolErrorCode;
 
 use super::choose::{choose, Choice, Responder, ResponderStats};
 use super::options::{PoolOptions, RequestOptions};
