@@ -473,44 +473,48 @@ impl Sock {
     /// configured number of times ([`Config::auto_retry`]).
     pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
         let payload = payload.into();
+        let mut retries = 0;
+        loop {
+            match self.request_once(op, &payload).await {
+                Err(Error::Retry { wait, message }) if retries < self.inner.auto_retry => {
+                    retries += 1;
+                    tracing::debug!(op = %op, ?wait, retries, "retrying request: {message}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends request `op` once: a RetryResult is returned as [`Error::Retry`], whatever
+    /// [`Config::auto_retry`] says (for layers that retry elsewhere, such as a pool). Takes
+    /// the payload by reference so that trying again needs no copy of the handle.
+    pub(crate) async fn request_once(&self, op: &str, payload: &Bytes) -> Result<Bytes> {
         if op.len() > MAX_NAME_LEN {
             return Err(NameTooLong(op.len()).into());
         }
-        let mut retries = 0;
-        loop {
-            let reply = Call {
-                sock: self,
-                op,
-                payload: &payload,
-                id: None,
+        let reply = Call {
+            sock: self,
+            op,
+            payload,
+            id: None,
+        }
+        .await;
+        match reply {
+            Ok(Reply::Result(b)) => Ok(b),
+            Ok(Reply::Error(text)) => {
+                Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
             }
-            .await;
-            match reply {
-                Ok(Reply::Result(b)) => return Ok(b),
-                Ok(Reply::Error(text)) => {
-                    return Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
-                }
-                Ok(Reply::Retry(wait_ms, text)) => {
-                    let wait = Duration::from_millis(u64::from(wait_ms));
-                    if retries >= self.inner.auto_retry {
-                        return Err(Error::Retry {
-                            wait,
-                            message: String::from_utf8_lossy(&text).into_owned(),
-                        });
-                    }
-                    retries += 1;
-                    tracing::debug!(op = %op, ?wait, retries, "retrying request");
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(Reply::UnexpectedStream) => return Err(Error::UnexpectedStream),
-                Ok(Reply::TooLarge(size)) => {
-                    return Err(Error::PayloadTooLarge {
-                        size: size as usize,
-                        limit: self.inner.limits.get_max_payload() as usize,
-                    })
-                }
-                Err(reason) => return Err(Error::Closed(reason)),
-            }
+            Ok(Reply::Retry(wait_ms, text)) => Err(Error::Retry {
+                wait: Duration::from_millis(u64::from(wait_ms)),
+                message: String::from_utf8_lossy(&text).into_owned(),
+            }),
+            Ok(Reply::UnexpectedStream) => Err(Error::UnexpectedStream),
+            Ok(Reply::TooLarge(size)) => Err(Error::PayloadTooLarge {
+                size: size as usize,
+                limit: self.inner.limits.get_max_payload() as usize,
+            }),
+            Err(reason) => Err(Error::Closed(reason)),
         }
     }
 
