@@ -26,12 +26,22 @@
 //! heartbeats stopped has its connection closed by whoever watches it (see
 //! `Responder::is_stale`), so it is out until it reconnects.
 //!
+//! **Room.** A responder that refuses a request with a RetryResult while `k` of ours are in
+//! flight on it has shown how many it takes: for the next second, it is chosen only while
+//! fewer than `k - 1` of ours are in flight there, as long as another usable responder has
+//! room (when none has, the choice is made among all usable ones, and the responders decide).
+//! Without this, a client keeping its responders exactly at their limit would keep drawing two
+//! full ones while a third has a free slot, and every such request would bounce, leaving the
+//! responder that refused it idle for its wait.
+//!
 //! The hot path of a choice reads a few atomics and draws two random numbers: no clock, no
 //! allocation, no lock but the one that hands out the chosen connection.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use crate::sock::Sock;
 
@@ -57,63 +67,116 @@ pub(crate) fn now_ms() -> u64 {
 /// Highest load taken at face value: the cost factor `65536 / (65536 - load)` stays ≤ 256.
 const LOAD_CLAMP: u64 = 0xff00;
 
-/// One responder as the chooser sees it.
+/// How long the room a responder showed by refusing a request is remembered, in ms.
+const ROOM_KEPT_MS: u64 = 1000;
+
+/// One responder as the chooser sees it: what it told us (heartbeat load, a wait, how many
+/// requests it takes) and its current connection.
+///
+/// A request writes nothing here, only to its [`Conn`]: what every request reads stays in
+/// every core's cache.
 #[derive(Debug)]
 pub(crate) struct Responder {
-    /// Where it is (an address, or a worker's peer address), for stats and errors.
-    pub(crate) label: String,
-    /// Our requests in flight on it.
-    in_flight: AtomicU32,
-    /// Requests sent to it, ever.
-    requests: AtomicU64,
     /// Load of its last heartbeat.
     load: AtomicU32,
     /// When its last heartbeat arrived ([`now_ms`]); 0: none on this connection.
     heard: AtomicU64,
     /// Until when it asked us to wait ([`now_ms`]); 0: it did not.
     retry_until: AtomicU64,
-    /// Whether `sock` is set and open (read without the lock).
-    up: AtomicBool,
-    sock: parking_lot::Mutex<Option<Sock>>,
+    /// How many of our requests it took when it last refused one (0: unknown), and until when
+    /// that holds ([`now_ms`]).
+    room: AtomicU32,
+    room_until: AtomicU64,
+    /// Requests sent on its earlier connections.
+    past_requests: AtomicU64,
+    conn: ArcSwapOption<Conn>,
+    /// Where it is (an address, or a worker's peer address), for stats and errors.
+    pub(crate) label: String,
+}
+
+/// A responder's connection and our requests on it. What a request writes (the count of the
+/// `Arc`, the counters) sits together at the start.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Conn {
+    /// Our requests on it: in flight in the low 32 bits, sent in the high 32 (one write per
+    /// request for both).
+    counts: AtomicU64,
+    pub(crate) sock: Sock,
+    responder: Weak<Responder>,
+}
+
+/// One more request in flight, and one more sent, in [`Conn::counts`].
+const ONE_SENT: u64 = (1 << 32) | 1;
+
+impl Conn {
+    fn in_flight(&self) -> u32 {
+        self.counts.load(Ordering::Relaxed) as u32
+    }
+
+    fn requests(&self) -> u64 {
+        self.counts.load(Ordering::Relaxed) >> 32
+    }
 }
 
 impl Responder {
     pub(crate) fn new(label: impl Into<String>) -> Responder {
         Responder {
-            label: label.into(),
-            in_flight: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
             load: AtomicU32::new(0),
             heard: AtomicU64::new(0),
             retry_until: AtomicU64::new(0),
-            up: AtomicBool::new(false),
-            sock: parking_lot::Mutex::new(None),
+            room: AtomicU32::new(0),
+            room_until: AtomicU64::new(0),
+            past_requests: AtomicU64::new(0),
+            conn: ArcSwapOption::empty(),
+            label: label.into(),
         }
     }
 
     /// Its connection is `sock` from now on (heartbeats on it may have been heard already:
     /// they can arrive with the handshake).
-    pub(crate) fn connected(&self, sock: Sock) {
+    pub(crate) fn connected(self: &Arc<Self>, sock: Sock) {
         self.retry_until.store(0, Ordering::Relaxed);
-        *self.sock.lock() = Some(sock);
-        self.up.store(true, Ordering::Release);
+        self.room.store(0, Ordering::Relaxed);
+        let conn = Conn {
+            counts: AtomicU64::new(0),
+            sock,
+            responder: Arc::downgrade(self),
+        };
+        if let Some(old) = self.conn.swap(Some(Arc::new(conn))) {
+            self.retire(&old);
+        }
     }
 
     /// It has no connection any more (`sock`, if given, must be the one that went): what its
     /// heartbeats said is forgotten.
     pub(crate) fn disconnected(&self, sock: Option<&Sock>) {
-        let mut cur = self.sock.lock();
-        match (sock, cur.as_ref()) {
+        let current = self.conn.load();
+        match (sock, current.as_ref()) {
             // Down already, or up again on another connection (whose first heartbeat may
             // have come before it was offered): nothing to forget.
-            (Some(_), None) => return,
-            (Some(gone), Some(now)) if !gone.same_as(now) => return,
+            (_, None) => return,
+            (Some(gone), Some(now)) if !gone.same_as(&now.sock) => return,
             _ => {}
         }
-        self.up.store(false, Ordering::Release);
-        *cur = None;
-        self.load.store(0, Ordering::Relaxed);
-        self.heard.store(0, Ordering::Relaxed);
+        let prev = self.conn.compare_and_swap(&*current, None);
+        let swapped = match (prev.as_ref(), current.as_ref()) {
+            (Some(p), Some(c)) => Arc::ptr_eq(p, c),
+            _ => false,
+        };
+        if swapped {
+            if let Some(old) = current.as_ref() {
+                self.retire(old);
+            }
+            self.load.store(0, Ordering::Relaxed);
+            self.heard.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the count of requests of a connection that went.
+    fn retire(&self, old: &Conn) {
+        self.past_requests
+            .fetch_add(old.requests(), Ordering::Relaxed);
     }
 
     /// A heartbeat arrived with `load`.
@@ -122,10 +185,32 @@ impl Responder {
         self.heard.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// It asked us to wait `wait` before sending it anything more.
-    pub(crate) fn back_off(&self, wait: Duration) {
-        let until = now_ms() + wait.as_millis().min(u128::from(u32::MAX)) as u64;
+    /// It refused one of our requests with a RetryResult asking for `wait` before we send it
+    /// anything more, with `in_flight` of ours on it (the refused one included).
+    fn refused(&self, wait: Duration, in_flight: u32) {
+        let now = now_ms();
+        let until = now + wait.as_millis().min(u128::from(u32::MAX)) as u64;
         self.retry_until.fetch_max(until, Ordering::Relaxed);
+        let took = in_flight.saturating_sub(1);
+        if took > 0 {
+            self.room.store(took, Ordering::Relaxed);
+            self.room_until.store(now + ROOM_KEPT_MS, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it has room for one more of our requests, `in_flight` being on it, as far as we
+    /// know.
+    fn has_room(&self, in_flight: u32) -> bool {
+        let room = self.room.load(Ordering::Relaxed);
+        if room == 0 || in_flight < room {
+            return true;
+        }
+        if now_ms() > self.room_until.load(Ordering::Relaxed) {
+            // Long enough ago: it may take more now (others' requests may have gone).
+            self.room.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Whether it has sent heartbeats on this connection and the last is older than `timeout`.
@@ -135,7 +220,7 @@ impl Responder {
     }
 
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.conn.load().is_some()
     }
 
     /// Until when it asked us to wait, if that is still ahead.
@@ -156,54 +241,74 @@ impl Responder {
         }
     }
 
-    fn usable(&self) -> bool {
-        self.is_up() && self.waiting_until().is_none()
+    /// Its connection and our requests in flight there, if it is usable: up, and not asking
+    /// us to wait.
+    fn usable(&self) -> Option<View<'_>> {
+        let conn = self.conn.load();
+        let in_flight = conn.as_ref()?.in_flight();
+        if self.waiting_until().is_some() {
+            return None;
+        }
+        Some(View {
+            responder: self,
+            conn,
+            in_flight,
+        })
     }
 
-    /// Its current connection, counting a request in flight on it until the [`Checkout`]
-    /// is dropped. `None` if it went down meanwhile.
-    fn check_out(self: &Arc<Self>) -> Option<Checkout> {
-        let sock = self.sock.lock().clone()?;
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        Some(Checkout {
-            responder: self.clone(),
-            sock,
-        })
+    /// Usable, with room for one more.
+    fn ready(&self) -> Option<View<'_>> {
+        self.usable().filter(|v| self.has_room(v.in_flight))
     }
 
     /// Its connection, if it has one (not counted as a request).
     pub(crate) fn sock(&self) -> Option<Sock> {
-        self.sock.lock().clone()
+        self.conn.load().as_ref().map(|c| c.sock.clone())
     }
 
     /// What it looks like now.
     pub(crate) fn stats(&self) -> ResponderStats {
+        let conn = self.conn.load_full();
+        let on_conn = |f: fn(&Conn) -> u64| conn.as_deref().map_or(0, f);
         ResponderStats {
             addr: self.label.clone(),
-            up: self.is_up(),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
+            up: conn.is_some(),
+            in_flight: on_conn(|c| u64::from(c.in_flight())) as u32,
+            requests: self.past_requests.load(Ordering::Relaxed) + on_conn(Conn::requests),
             load: self.load.load(Ordering::Relaxed) as u16,
             waiting: self
                 .waiting_until()
-                .map(|until| Duration::from_millis(until - now_ms())),
+                .map(|until| Duration::from_millis(until.saturating_sub(now_ms()))),
         }
     }
 
+    fn load_term(&self) -> u64 {
+        u64::from(self.load.load(Ordering::Relaxed)).min(LOAD_CLAMP)
+    }
+}
+
+/// A usable responder as one choice saw it.
+struct View<'a> {
+    responder: &'a Responder,
+    conn: arc_swap::Guard<Option<Arc<Conn>>>,
+    in_flight: u32,
+}
+
+impl View<'_> {
     /// `cost(self) < cost(other)`, without dividing (see the module docs).
-    fn cheaper_than(&self, other: &Responder) -> bool {
-        let (ia, la) = self.cost_terms();
-        let (ib, lb) = other.cost_terms();
+    fn cheaper_than(&self, other: &View) -> bool {
+        let (ia, la) = (u64::from(self.in_flight), self.responder.load_term());
+        let (ib, lb) = (u64::from(other.in_flight), other.responder.load_term());
         // (ia+1)/(1-la) < (ib+1)/(1-lb)  ⇔  (ia+1)·(65536-lb) < (ib+1)·(65536-la)
         (ia + 1) * (65536 - lb) < (ib + 1) * (65536 - la)
     }
 
-    fn cost_terms(&self) -> (u64, u64) {
-        (
-            u64::from(self.in_flight.load(Ordering::Relaxed)),
-            u64::from(self.load.load(Ordering::Relaxed)).min(LOAD_CLAMP),
-        )
+    /// The connection, with a request counted in flight on it until the [`Checkout`] is
+    /// dropped.
+    fn check_out(self) -> Option<Checkout> {
+        let conn = arc_swap::Guard::into_inner(self.conn)?;
+        conn.counts.fetch_add(ONE_SENT, Ordering::Relaxed);
+        Some(Checkout { conn })
     }
 }
 
@@ -229,13 +334,45 @@ pub struct ResponderStats {
 /// A chosen responder's connection, with a request counted in flight on it until dropped.
 #[derive(Debug)]
 pub(crate) struct Checkout {
-    pub(crate) responder: Arc<Responder>,
-    pub(crate) sock: Sock,
+    conn: Arc<Conn>,
+}
+
+impl Checkout {
+    pub(crate) fn sock(&self) -> &Sock {
+        &self.conn.sock
+    }
+
+    /// The responder it belongs to (gone if the set dropped it meanwhile).
+    pub(crate) fn responder(&self) -> Option<Arc<Responder>> {
+        self.conn.responder.upgrade()
+    }
+
+    /// The responder refused the request with a RetryResult asking for `wait`.
+    pub(crate) fn refused(&self, wait: Duration) {
+        if let Some(r) = self.responder() {
+            r.refused(wait, self.conn.in_flight());
+        }
+    }
+
+    /// The connection turned out closed: out of the choice at once, not only once whoever
+    /// watches it hears of it.
+    pub(crate) fn lost(&self) {
+        if let Some(r) = self.responder() {
+            r.disconnected(Some(&self.conn.sock));
+        }
+    }
+
+    /// Where the request went, for logs.
+    pub(crate) fn label(&self) -> String {
+        self.responder()
+            .map(|r| r.label.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        self.responder.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn.counts.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -255,36 +392,38 @@ pub(crate) fn choose(members: &[Arc<Responder>], balance: Balance, turn: &Atomic
     let n = members.len();
     let pick = match (n, balance) {
         (0, _) => None,
-        (1, _) => Some(&members[0]).filter(|r| r.usable()),
+        // No other to turn to: the responder decides whether it has room.
+        (1, _) => members[0].usable(),
         (_, Balance::LeastLoaded) => {
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            let (ra, rb) = (&members[a], &members[b]);
-            match (ra.usable(), rb.usable()) {
-                (true, true) => Some(if rb.cheaper_than(ra) { rb } else { ra }),
-                // One of the two is out: choose among those that are not.
-                _ => two_of_usable(members),
+            match (members[a].ready(), members[b].ready()) {
+                (Some(va), Some(vb)) => Some(if vb.cheaper_than(&va) { vb } else { va }),
+                // One of the two is out or full: choose among those that are not, or else
+                // among every usable one.
+                _ => {
+                    two_of(members, Responder::ready).or_else(|| two_of(members, Responder::usable))
+                }
             }
         }
         (_, Balance::RoundRobin) => {
             let start = turn.fetch_add(1, Ordering::Relaxed);
-            (0..n)
-                .map(|i| &members[(start + i) % n])
-                .find(|r| r.usable())
+            let in_turn = |ok: fn(&Responder) -> Option<View>| {
+                (0..n).find_map(|i| ok(&members[(start + i) % n]))
+            };
+            in_turn(Responder::ready).or_else(|| in_turn(Responder::usable))
         }
     };
-    if let Some(r) = pick {
-        if let Some(c) = r.check_out() {
-            return Choice::Use(c);
-        }
+    if let Some(c) = pick.and_then(View::check_out) {
+        return Choice::Use(c);
     }
-    // Nothing usable (or the one chosen went down just now): say why.
+    // Nothing usable: say why.
     let mut first_wait = None::<u64>;
     for r in members.iter().filter(|r| r.is_up()) {
         match r.waiting_until() {
             None => {
                 // Came back meanwhile (a race with a connect or the end of a wait).
-                if let Some(c) = r.check_out() {
+                if let Some(c) = r.usable().and_then(View::check_out) {
                     return Choice::Use(c);
                 }
             }
@@ -297,20 +436,21 @@ pub(crate) fn choose(members: &[Arc<Responder>], balance: Balance, turn: &Atomic
     }
 }
 
-/// The power of two choices among the usable members only (some are out).
-fn two_of_usable(members: &[Arc<Responder>]) -> Option<&Arc<Responder>> {
-    let usable: Vec<&Arc<Responder>> = members.iter().filter(|r| r.usable()).collect();
-    match usable.len() {
+/// The power of two choices among the members `ok` gives a view of (some are out).
+fn two_of<'a>(
+    members: &'a [Arc<Responder>],
+    ok: fn(&'a Responder) -> Option<View<'a>>,
+) -> Option<View<'a>> {
+    let n = members.iter().filter(|r| ok(r).is_some()).count();
+    let nth = |k: usize| members.iter().filter_map(|r| ok(r)).nth(k);
+    match n {
         0 => None,
-        1 => Some(usable[0]),
+        1 => nth(0),
         n => {
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            Some(if usable[b].cheaper_than(usable[a]) {
-                usable[b]
-            } else {
-                usable[a]
-            })
+            let (va, vb) = (nth(a)?, nth(b)?);
+            Some(if vb.cheaper_than(&va) { vb } else { va })
         }
     }
 }
@@ -319,38 +459,59 @@ fn two_of_usable(members: &[Arc<Responder>]) -> Option<&Arc<Responder>> {
 mod tests {
     use super::*;
 
-    /// Responders marked up without a connection: enough for the arithmetic, not for
-    /// `check_out` (so these tests call the parts of `choose` that need no `Sock`).
-    fn up(label: &str, in_flight: u32, load: u16) -> Arc<Responder> {
-        let r = Responder::new(label);
-        r.up.store(true, Ordering::Relaxed);
-        r.in_flight.store(in_flight, Ordering::Relaxed);
+    /// A responder connected over an in-memory pipe (the other end is returned, to keep the
+    /// connection open), with `in_flight` of ours on it and its last heartbeat's `load`.
+    async fn up(label: &str, in_flight: u32, load: u16) -> (Arc<Responder>, Sock) {
+        let (ours, theirs) = crate::transport::pipe().await.unwrap();
+        let r = Arc::new(Responder::new(label));
+        r.connected(ours);
+        set_in_flight(&r, in_flight);
         r.load.store(u32::from(load), Ordering::Relaxed);
-        Arc::new(r)
+        (r, theirs)
     }
 
-    #[test]
-    fn cost_weighs_in_flight_by_load() {
-        let idle = up("idle", 3, 0);
-        let half = up("half", 1, 0x8000);
+    fn set_in_flight(r: &Responder, n: u32) {
+        r.conn
+            .load()
+            .as_ref()
+            .unwrap()
+            .counts
+            .store(u64::from(n), Ordering::Relaxed);
+    }
+
+    fn cheaper(a: &Responder, b: &Responder) -> bool {
+        a.usable().unwrap().cheaper_than(&b.usable().unwrap())
+    }
+
+    #[tokio::test]
+    async fn cost_weighs_in_flight_by_load() {
+        let (idle, _p1) = up("idle", 3, 0).await;
+        let (half, _p2) = up("half", 1, 0x8000).await;
         // 4 / 1 vs 2 / 0.5: a tie is not cheaper either way.
-        assert!(!idle.cheaper_than(&half) && !half.cheaper_than(&idle));
-        let busy = up("busy", 0, 0xc000); // 1 / 0.25 = 4
-        let calm = up("calm", 2, 0); // 3
-        assert!(calm.cheaper_than(&busy));
+        assert!(!cheaper(&idle, &half) && !cheaper(&half, &idle));
+        let (busy, _p3) = up("busy", 0, 0xc000).await; // 1 / 0.25 = 4
+        let (calm, _p4) = up("calm", 2, 0).await; // 3
+        assert!(cheaper(&calm, &busy));
         // Saturation is clamped: a finite factor of 256.
-        let dying = up("dying", 0, 0xffff);
-        assert!(up("x", 254, 0).cheaper_than(&dying));
-        assert!(dying.cheaper_than(&up("y", 256, 0)));
+        let (dying, _p5) = up("dying", 0, 0xffff).await;
+        let (x, _p6) = up("x", 254, 0).await;
+        let (y, _p7) = up("y", 256, 0).await;
+        assert!(cheaper(&x, &dying) && cheaper(&dying, &y));
     }
 
-    #[test]
-    fn power_of_two_prefers_the_lighter_responder_in_proportion() {
-        let members = vec![up("a", 0, 0), up("b", 0, 0), up("c", 0, 0xc000)];
+    #[tokio::test]
+    async fn power_of_two_prefers_the_lighter_responder_in_proportion() {
+        let (a, _pa) = up("a", 0, 0).await;
+        let (b, _pb) = up("b", 0, 0).await;
+        let (c, _pc) = up("c", 0, 0xc000).await;
+        let members = vec![a, b, c];
         let mut wins = [0u32; 3];
         for _ in 0..3000 {
-            let r = two_of_usable(&members).unwrap();
-            let i = members.iter().position(|m| Arc::ptr_eq(m, r)).unwrap();
+            let v = two_of(&members, Responder::usable).unwrap();
+            let i = members
+                .iter()
+                .position(|m| std::ptr::eq(&**m, v.responder))
+                .unwrap();
             wins[i] += 1;
         }
         // With nothing in flight, the loaded one loses every comparison it is in.
@@ -358,36 +519,82 @@ mod tests {
         assert!(wins[0] > 1000 && wins[1] > 1000, "{wins:?}");
     }
 
-    #[test]
-    fn responders_out_are_skipped_and_waits_reported() {
-        let members = vec![up("a", 0, 0), up("b", 0, 0)];
-        members[0].up.store(false, Ordering::Relaxed);
-        members[1].back_off(Duration::from_secs(60));
-        assert!(two_of_usable(&members).is_none());
+    #[tokio::test]
+    async fn a_checkout_counts_a_request_in_flight_until_dropped() {
+        let (a, _pa) = up("a", 0, 0).await;
+        let members = vec![a];
+        let turn = AtomicUsize::new(0);
+        let Choice::Use(c) = choose(&members, Balance::LeastLoaded, &turn) else {
+            panic!("expected a choice");
+        };
+        assert_eq!(members[0].stats().in_flight, 1);
+        assert_eq!(members[0].stats().requests, 1);
+        drop(c);
+        assert_eq!(members[0].stats().in_flight, 0);
+        // A connection that goes keeps its count of requests.
+        members[0].disconnected(None);
+        assert_eq!(members[0].stats().requests, 1);
+        assert!(!members[0].stats().up);
+    }
+
+    #[tokio::test]
+    async fn responders_out_are_skipped_and_waits_reported() {
+        let (a, _pa) = up("a", 0, 0).await;
+        let (b, _pb) = up("b", 0, 0).await;
+        let members = vec![a, b];
+        members[0].disconnected(None);
+        members[1].refused(Duration::from_secs(60), 1);
+        assert!(two_of(&members, Responder::usable).is_none());
         let turn = AtomicUsize::new(0);
         match choose(&members, Balance::LeastLoaded, &turn) {
             Choice::WaitUntil(until) => assert!(until > now_ms() + 50_000),
             other => panic!("expected a wait, got {other:?}"),
         }
-        members[1].up.store(false, Ordering::Relaxed);
+        members[1].disconnected(None);
         assert!(matches!(
             choose(&members, Balance::RoundRobin, &turn),
             Choice::Nobody
         ));
     }
 
-    #[test]
-    fn a_wait_that_is_over_is_forgotten() {
-        let r = up("a", 0, 0);
-        r.back_off(Duration::ZERO);
+    #[tokio::test]
+    async fn a_responder_that_refused_is_full_at_what_it_took_for_a_while() {
+        let (a, _pa) = up("a", 8, 0).await;
+        let (b, _pb) = up("b", 3, 0).await;
+        let members = vec![a, b];
+        // `a` refuses its 8th: it takes 7.
+        members[0].refused(Duration::ZERO, 8);
+        assert_eq!(members[0].room.load(Ordering::Relaxed), 7);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(r.usable());
+        set_in_flight(&members[0], 7);
+        assert!(members[0].usable().is_some() && members[0].ready().is_none());
+        // `b` is busier by cost but has room: it is the only choice with room.
+        set_in_flight(&members[1], 20);
+        for _ in 0..100 {
+            let v = two_of(&members, Responder::ready).unwrap();
+            assert!(std::ptr::eq(v.responder, &*members[1]));
+        }
+        // Below what it took, it has room again; and the memory fades.
+        set_in_flight(&members[0], 6);
+        assert!(members[0].ready().is_some());
+        set_in_flight(&members[0], 7);
+        members[0].room_until.store(1, Ordering::Relaxed);
+        assert!(members[0].ready().is_some());
+        assert_eq!(members[0].room.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_is_over_is_forgotten() {
+        let (r, _p) = up("a", 0, 0).await;
+        r.refused(Duration::ZERO, 1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(r.usable().is_some());
         assert_eq!(r.retry_until.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn staleness_needs_a_heartbeat_first() {
-        let r = up("a", 0, 0);
+    #[tokio::test]
+    async fn staleness_needs_a_heartbeat_first() {
+        let (r, _p) = up("a", 0, 0).await;
         assert!(!r.is_stale(Duration::ZERO));
         r.heard(7);
         std::thread::sleep(Duration::from_millis(3));

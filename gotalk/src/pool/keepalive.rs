@@ -7,6 +7,7 @@
 //! again after a back-off with jitter. Requests go through the same steps as a pool's (see the
 //! [`pool` docs](super)).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -195,8 +196,7 @@ fn backoff(options: &PoolOptions, level: u32) -> Duration {
 }
 
 /// `config` for connections whose heartbeats and closing the chooser must learn about at
-/// once, keeping the user's callbacks. Automatic retries are off: a RetryResult is the
-/// chooser's to act on (the request moves to another responder).
+/// once, keeping the user's callbacks.
 pub(crate) fn tracked(
     config: &Config,
     responder: &Arc<Responder>,
@@ -209,7 +209,6 @@ pub(crate) fn tracked(
     let changes = Arc::downgrade(changes);
     config
         .clone()
-        .auto_retry(0)
         .on_close(move |sock, reason| {
             if let Some(r) = r_close.upgrade() {
                 r.disconnected(Some(sock));
@@ -335,8 +334,9 @@ impl std::fmt::Debug for KeepAlive {
 
 impl KeepAlive {
     /// Starts keeping a connection to `addr` (any address [`crate::connect`] takes) open,
-    /// configured by `config` (its automatic retries are turned off: this type does the
-    /// retrying) and `options`. Returns at once; fails only if `addr` does not parse. Must be
+    /// configured by `config` (its automatic retries apply only to requests made on
+    /// [`KeepAlive::sock`] directly) and `options`. Returns at once; fails only if `addr` does
+    /// not parse. Must be
     /// called within a tokio runtime.
     pub fn open(addr: &str, config: Config, options: PoolOptions) -> Result<KeepAlive> {
         let addr = addr.parse::<Addr>()?.to_string();
@@ -429,20 +429,26 @@ impl KeepAlive {
     }
 
     /// Sends request `op` with a raw payload and returns the raw result.
-    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
+    ///
+    /// (An `async fn` in all but name: what it returns is the request, to await. Written so
+    /// that a request's future holds no more than it needs.)
+    pub fn buffer_request<'a>(
+        &'a self,
+        op: &'a str,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         self.buffer_request_with(op, payload, RequestOptions::new())
-            .await
     }
 
     /// Like [`KeepAlive::buffer_request`], with options for this request.
-    pub async fn buffer_request_with(
-        &self,
-        op: &str,
+    pub fn buffer_request_with<'a>(
+        &'a self,
+        op: &'a str,
         payload: impl Into<Bytes>,
         opts: RequestOptions,
-    ) -> Result<Bytes> {
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         let policy = opts.resolve(op, &self.link().options);
-        request::buffer_request(self.link(), op, payload.into(), policy).await
+        request::buffer_request(self.link(), op, payload.into(), policy)
     }
 
     /// Starts stream request `op` on the current connection (waiting for one like a request

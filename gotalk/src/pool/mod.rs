@@ -23,15 +23,19 @@
 //! load to matter (say every second: [`Config::heartbeat_interval`](crate::Config::heartbeat_interval)).
 //!
 //! ## What happens to a request
-//! 1. **Deadline.** Every request has one ([`PoolOptions::timeout`], 30 s by default, or
+//! 1. **Deadline.** A request can have one ([`PoolOptions::timeout`] for all, or
 //!    [`RequestOptions::timeout`]); it covers everything below. When it passes, the request
-//!    fails with [`Error::Timeout`](crate::Error::Timeout). Protocol version 1 has no message to
+//!    fails with [`Error::Timeout`](crate::Error::Timeout). Without one (the default, which
+//!    spares a timer per request), a request waits for a responder at most
+//!    [`PoolOptions::connect_timeout`], and for its result as long as its connection lives,
+//!    as on a [`Sock`]. Protocol version 1 has no message to
 //!    cancel a request: the responder finishes it anyway, and its result, if it comes later,
 //!    is dropped. The same holds for a request future dropped by its caller: its slot (in
 //!    flight on the responder, pending on the connection) is given back at once. A handler
 //!    can stop long work when its requestor's connection closes by selecting on
 //!    [`Sock::closed`].
-//! 2. **No responder up.** The request waits for one, up to its deadline, or — with
+//! 2. **No responder up.** The request waits for one, up to its deadline (or
+//!    `connect_timeout`), or — with
 //!    [`wait_for_connection(false)`](PoolOptions::wait_for_connection) — fails at once with
 //!    [`Error::Unavailable`](crate::Error::Unavailable), which names every responder and why
 //!    it is down.
@@ -49,8 +53,9 @@
 //! 5. **Anything else** — a result, an ErrorResult ([`Error::Remote`](crate::Error::Remote)),
 //!    a payload over the limit — is the answer, returned as is.
 //!
-//! Moves and repeats together are bounded by [`PoolOptions::max_attempts`]. Nothing is lost
-//! silently: every request ends in its result or an error.
+//! Repeats are bounded by [`PoolOptions::max_attempts`], and so are moves of a request
+//! without a deadline. Nothing is lost silently: every request ends in its result or an
+//! error.
 //!
 //! **Order.** Requests sent one after the other from one task reach their responders in that
 //! order, but two of them may go to different responders and run concurrently; a moved or
@@ -81,9 +86,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -159,7 +166,9 @@ struct PoolInner {
     sources: parking_lot::Mutex<Vec<String>>,
     /// One link per member address, and the chooser's view of the same, in the same order.
     links: parking_lot::Mutex<Vec<Arc<Link>>>,
-    responders: parking_lot::RwLock<Vec<Arc<Responder>>>,
+    /// Swapped whole when members change; read without a lock (nor a shared write) by every
+    /// request.
+    responders: ArcSwap<Vec<Arc<Responder>>>,
     /// Where the last host name lookups failed, by source.
     lookup_errors: parking_lot::Mutex<Vec<(String, String)>>,
     /// Wakes the resolver when the sources change.
@@ -179,8 +188,8 @@ impl fmt::Debug for Pool {
 
 impl Pool {
     /// Starts a pool over `addrs` (any addresses [`crate::connect`] takes), each dialed and
-    /// kept connected in the background with `config` (its automatic retries are turned off:
-    /// the pool does the retrying) and `options`. Returns at once; fails only if an address
+    /// kept connected in the background with `config` and `options`. Returns at once; fails
+    /// only if an address
     /// does not parse. Must be called within a tokio runtime.
     pub fn open<I, S>(addrs: I, config: Config, options: PoolOptions) -> Result<Pool>
     where
@@ -197,7 +206,7 @@ impl Pool {
             changes: Arc::new(watch::channel(0).0),
             sources: parking_lot::Mutex::new(Vec::new()),
             links: parking_lot::Mutex::new(Vec::new()),
-            responders: parking_lot::RwLock::new(Vec::new()),
+            responders: ArcSwap::default(),
             lookup_errors: parking_lot::Mutex::new(Vec::new()),
             resolve_now: Notify::new(),
             turn: AtomicUsize::new(0),
@@ -248,7 +257,7 @@ impl Pool {
     pub fn stats(&self) -> Vec<ResponderStats> {
         self.inner()
             .responders
-            .read()
+            .load()
             .iter()
             .map(|r| r.stats())
             .collect()
@@ -284,21 +293,27 @@ impl Pool {
     }
 
     /// Sends request `op` with a raw payload and returns the raw result.
-    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
+    ///
+    /// (An `async fn` in all but name: what it returns is the request, to await. Written so
+    /// that a request's future holds no more than it needs.)
+    pub fn buffer_request<'a>(
+        &'a self,
+        op: &'a str,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         self.buffer_request_with(op, payload, RequestOptions::new())
-            .await
     }
 
     /// Like [`Pool::buffer_request`], with options for this request.
-    pub async fn buffer_request_with(
-        &self,
-        op: &str,
+    pub fn buffer_request_with<'a>(
+        &'a self,
+        op: &'a str,
         payload: impl Into<Bytes>,
         opts: RequestOptions,
-    ) -> Result<Bytes> {
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         let inner = &**self.inner();
         let policy = opts.resolve(op, &inner.options);
-        request::buffer_request(inner, op, payload.into(), policy).await
+        request::buffer_request(inner, op, payload.into(), policy)
     }
 
     /// Starts stream request `op` on the responder chosen (see the [module docs](self) on
@@ -364,7 +379,9 @@ impl PoolInner {
                 ));
             }
         }
-        *self.responders.write() = links.iter().map(|l| l.responder.clone()).collect();
+        self.responders.store(Arc::new(
+            links.iter().map(|l| l.responder.clone()).collect(),
+        ));
         drop(links);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -374,7 +391,7 @@ impl PoolInner {
         for l in self.links.lock().drain(..) {
             l.stop();
         }
-        self.responders.write().clear();
+        self.responders.store(Arc::default());
         self.resolve_now.notify_one();
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -382,7 +399,7 @@ impl PoolInner {
 
 impl Roster for PoolInner {
     fn choose(&self, _op: &str) -> Choice {
-        choose::choose(&self.responders.read(), self.options.balance, &self.turn)
+        choose::choose(&self.responders.load(), self.options.balance, &self.turn)
     }
 
     fn watch(&self) -> watch::Receiver<u64> {

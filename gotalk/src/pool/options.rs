@@ -23,9 +23,9 @@ pub(crate) type ConnectHook = Arc<dyn Fn(Sock) -> BoxFuture<Result<()>> + Send +
 /// | setting | default | applies to |
 /// |---|---|---|
 /// | [`reconnect`](PoolOptions::reconnect) | 100 ms doubling to 10 s, with jitter | `KeepAlive`, `Pool` |
-/// | [`connect_timeout`](PoolOptions::connect_timeout) | 10 s (dial, handshake and hook) | `KeepAlive`, `Pool` |
+/// | [`connect_timeout`](PoolOptions::connect_timeout) | 10 s (dial, handshake and hook; a request without deadline waiting for a responder) | all |
 /// | [`on_connect`](PoolOptions::on_connect) | none | `KeepAlive`, `Pool` |
-/// | [`timeout`](PoolOptions::timeout) | 30 s per request, waits included | all |
+/// | [`timeout`](PoolOptions::timeout) | none | all |
 /// | [`wait_for_connection`](PoolOptions::wait_for_connection) | yes | all |
 /// | [`safe_to_repeat`](PoolOptions::safe_to_repeat) | no operation | all |
 /// | [`max_attempts`](PoolOptions::max_attempts) | 4 | all |
@@ -70,7 +70,7 @@ impl Default for PoolOptions {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             on_connect: None,
-            timeout: Some(Duration::from_secs(30)),
+            timeout: None,
             wait_for_connection: true,
             safe_to_repeat: Arc::default(),
             max_attempts: 4,
@@ -119,7 +119,8 @@ impl PoolOptions {
 
     /// Longest a connection attempt may take: dialing, the protocol handshake and the
     /// [`on_connect`](PoolOptions::on_connect) hook together. An attempt over time counts as
-    /// failed.
+    /// failed. Also the longest a request without a [deadline](PoolOptions::timeout) waits
+    /// for a responder to be up (or done asking us to wait) before it fails.
     pub fn connect_timeout(mut self, t: Duration) -> PoolOptions {
         self.connect_timeout = t;
         self
@@ -140,7 +141,15 @@ impl PoolOptions {
     /// The deadline of every request (overridable per request with [`RequestOptions`]): the
     /// whole of it, waiting for a connection, retries and moves included. Over time, the
     /// request fails with [`Error::Timeout`](crate::Error::Timeout) and its result, if it
-    /// comes later, is dropped. `None`: no deadline.
+    /// comes later, is dropped.
+    ///
+    /// `None` (the default): no deadline. A request then waits for a responder at most
+    /// [`connect_timeout`](PoolOptions::connect_timeout), and once sent waits for its result
+    /// as a request on a [`Sock`] does: until it comes or the connection ends (a responder
+    /// that stops reading or sending is cut off by the read timeout of
+    /// [`Limits`](crate::Limits) and by [`heartbeat_timeout`](PoolOptions::heartbeat_timeout)).
+    /// No deadline is the default because a deadline arms a timer per request: a quarter of
+    /// the client's CPU time per request at the benchmark matrix's point (b).
     pub fn timeout(mut self, t: Option<Duration>) -> PoolOptions {
         self.timeout = t;
         self
@@ -173,7 +182,9 @@ impl PoolOptions {
     }
 
     /// Most times one request is sent (the first attempt included) before its last error is
-    /// returned: moves after a RetryResult and repeats after a lost connection both count.
+    /// returned. Repeats after a lost connection count; moves after a RetryResult count only
+    /// for a request without a deadline (with one, a request that was refused, and so not
+    /// run, moves on for as long as its deadline allows).
     pub fn max_attempts(mut self, n: u32) -> PoolOptions {
         self.max_attempts = n.max(1);
         self
@@ -260,6 +271,7 @@ impl RequestOptions {
             wait: self
                 .wait_for_connection
                 .unwrap_or(options.wait_for_connection),
+            wait_limit: options.connect_timeout,
             max_attempts: options.max_attempts,
         }
     }
@@ -271,5 +283,7 @@ pub(crate) struct Policy {
     pub(crate) timeout: Option<Duration>,
     pub(crate) repeat: bool,
     pub(crate) wait: bool,
+    /// Longest wait for a responder of a request without a deadline.
+    pub(crate) wait_limit: Duration,
     pub(crate) max_attempts: u32,
 }

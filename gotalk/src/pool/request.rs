@@ -31,13 +31,32 @@ pub(crate) trait Roster: Send + Sync {
 }
 
 /// Sends request `op` with `payload` to a responder of `roster`, following `policy`.
+///
+/// The way of a request without a deadline that finds a responder and gets its answer at
+/// once is kept apart and small (a request's future is moved around as it is started);
+/// everything else — a deadline's timer, waiting, moving, repeating — is boxed.
 pub(crate) async fn buffer_request(
     roster: &impl Roster,
     op: &str,
     payload: Bytes,
     policy: Policy,
 ) -> Result<Bytes> {
-    within(policy.timeout, attempts(roster, op, payload, policy)).await
+    if let Some(t) = policy.timeout {
+        return Box::pin(tokio::time::timeout(
+            t,
+            attempts(roster, op, payload, policy, None),
+        ))
+        .await
+        .unwrap_or(Err(Error::Timeout("request deadline")));
+    }
+    let first = match roster.choose(op) {
+        Choice::Use(c) => match c.sock().request_once(op, &payload).await {
+            Err(e @ (Error::Retry { .. } | Error::Closed(_))) => Some((c, e)),
+            other => return other,
+        },
+        _ => None,
+    };
+    Box::pin(attempts(roster, op, payload, policy, first)).await
 }
 
 /// Starts stream request `op` on a responder of `roster`. Only the start is subject to the
@@ -49,8 +68,8 @@ pub(crate) async fn stream_request(
 ) -> Result<(StreamSender, StreamReceiver)> {
     let deadline = deadline(policy);
     within(policy.timeout, async {
-        let c = check_out(roster, op, policy.wait, deadline, None).await?;
-        c.sock.stream_request(op).await
+        let c = check_out(roster, op, policy, deadline, None).await?;
+        c.sock().stream_request(op).await
     })
     .await
 }
@@ -68,11 +87,11 @@ pub(crate) async fn notify(
     within(policy.timeout, async {
         let mut lost = None;
         for _ in 0..policy.max_attempts {
-            let c = check_out(roster, name, policy.wait, deadline, lost.take()).await?;
-            match c.sock.buffer_notify(name, payload.clone()).await {
+            let c = check_out(roster, name, policy, deadline, lost.take()).await?;
+            match c.sock().buffer_notify(name, payload.clone()).await {
                 // A closed connection refuses before queueing: nothing was sent.
                 Err(e @ Error::Closed(_)) => {
-                    c.responder.disconnected(Some(&c.sock));
+                    c.lost();
                     lost = Some(e);
                 }
                 other => return other,
@@ -101,28 +120,50 @@ async fn within<T>(
     }
 }
 
-async fn attempts(roster: &impl Roster, op: &str, payload: Bytes, policy: Policy) -> Result<Bytes> {
+/// The rest of [`buffer_request`]: tries until an answer, an error to return, or the end of
+/// the attempts; `first` is the outcome of a first attempt made already.
+async fn attempts(
+    roster: &impl Roster,
+    op: &str,
+    payload: Bytes,
+    policy: Policy,
+    mut first: Option<(Checkout, Error)>,
+) -> Result<Bytes> {
     let deadline = deadline(policy);
     let mut tries = 0;
     let mut lost = None;
     loop {
-        let c = check_out(roster, op, policy.wait, deadline, lost.take()).await?;
+        let (c, res) = match first.take() {
+            Some((c, e)) => (c, Err(e)),
+            None => {
+                let c = match roster.choose(op) {
+                    Choice::Use(c) => c,
+                    _ => check_out(roster, op, policy, deadline, lost.take()).await?,
+                };
+                let res = c.sock().request_once(op, &payload).await;
+                (c, res)
+            }
+        };
         tries += 1;
-        match c.sock.buffer_request(op, payload.clone()).await {
-            Err(Error::Retry { wait, message }) if tries < policy.max_attempts => {
-                // Honoured for this responder only; the request moves on at once.
-                tracing::debug!(op, to = %c.responder.label, ?wait, "RetryResult: moving the request");
-                c.responder.back_off(wait);
-                let _ = message;
+        match res {
+            Err(Error::Retry { wait, message }) => {
+                // Honoured for this responder only; the request moves on at once. It was not
+                // run, so it may move for as long as its deadline allows (without one, up to
+                // `max_attempts`).
+                c.refused(wait);
+                if deadline.is_none() && tries >= policy.max_attempts {
+                    return Err(Error::Retry { wait, message });
+                }
+                tracing::debug!(op, to = %c.label(), ?wait, "RetryResult: moving the request");
             }
             Err(e @ Error::Closed(_)) => {
                 // Out of the choice now, not only once its link hears of it: a repeat must not
                 // find the same dead connection.
-                c.responder.disconnected(Some(&c.sock));
+                c.lost();
                 if !policy.repeat || tries >= policy.max_attempts {
                     return Err(e);
                 }
-                tracing::debug!(op, to = %c.responder.label, "connection lost: repeating the request");
+                tracing::debug!(op, to = %c.label(), "connection lost: repeating the request");
                 lost = Some(e);
             }
             other => return other,
@@ -131,53 +172,66 @@ async fn attempts(roster: &impl Roster, op: &str, payload: Bytes, policy: Policy
 }
 
 /// A responder for `op`: chosen now if one is usable; else, when every responder that is up
-/// asked us to wait, after the first wait ends (or fails with [`Error::Retry`] if `wait` is
-/// false or the wait ends after the `deadline`); else, when none is up, after one comes up (or
-/// fails at once if `wait` is false, with `lost` if a connection was just lost, else with
-/// [`Error::Unavailable`]).
+/// asked us to wait, after the first wait ends; else, when none is up, after one comes up.
+/// Not waiting (`wait` false), or past the `deadline` (without one, past `policy.wait_limit`
+/// from now), it fails: with [`Error::Retry`] if responders asked to wait, else with `lost`
+/// if a connection was just lost, else with [`Error::Unavailable`].
 async fn check_out(
     roster: &impl Roster,
     op: &str,
-    wait: bool,
+    policy: Policy,
     deadline: Option<u64>,
-    lost: Option<Error>,
+    mut lost: Option<Error>,
 ) -> Result<Checkout> {
     let mut changes: Option<watch::Receiver<u64>> = None;
+    // Set once there is something to wait for: no clock read on the way of a request that
+    // finds a responder at once.
+    let mut give_up: Option<u64> = None;
     loop {
         let choice = roster.choose(op);
-        let too_late =
-            matches!(choice, Choice::WaitUntil(until) if deadline.is_some_and(|d| until > d));
+        if let Choice::Use(c) = choice {
+            return Ok(c);
+        }
+        let give_up = *give_up.get_or_insert_with(|| {
+            deadline.unwrap_or_else(|| now_ms() + policy.wait_limit.as_millis() as u64)
+        });
         let until = match choice {
-            Choice::Use(c) => return Ok(c),
-            Choice::WaitUntil(_) | Choice::Nobody if !wait || too_late => {
-                return Err(match (choice, lost) {
-                    (Choice::WaitUntil(until), _) => Error::Retry {
-                        wait: Duration::from_millis(until.saturating_sub(now_ms())),
-                        message: "every responder asked to wait".into(),
-                    },
-                    (_, Some(e)) => e,
-                    _ => Error::Unavailable(roster.why_unavailable(op)),
-                });
-            }
             Choice::WaitUntil(until) => Some(until),
-            Choice::Nobody => None,
+            _ => None,
         };
-        if roster.is_closed() {
-            return Err(Error::Unavailable(roster.why_unavailable(op)));
+        let over = |lost: Option<Error>| match until {
+            Some(until) => Error::Retry {
+                wait: Duration::from_millis(until.saturating_sub(now_ms())),
+                message: "every responder asked to wait".into(),
+            },
+            None => lost.unwrap_or_else(|| Error::Unavailable(roster.why_unavailable(op))),
+        };
+        if !policy.wait || until.is_some_and(|u| u > give_up) || roster.is_closed() {
+            return Err(over(lost.take()));
         }
         let Some(rx) = changes.as_mut() else {
             // Watch first, then look again: a change between the two is not missed.
             changes = Some(roster.watch());
             continue;
         };
-        let sleep = until.map(|u| Duration::from_millis(u.saturating_sub(now_ms())));
+        let ms_until = |t: u64| Duration::from_millis(t.saturating_sub(now_ms()));
+        let wake = until.map_or(give_up, |u| u.min(give_up));
         tokio::select! {
             changed = rx.changed() => {
                 if changed.is_err() {
-                    return Err(Error::Unavailable(roster.why_unavailable(op)));
+                    return Err(over(lost.take()));
                 }
             }
-            _ = async { tokio::time::sleep(sleep.unwrap_or_default()).await }, if sleep.is_some() => {}
+            _ = tokio::time::sleep(ms_until(wake)) => {
+                if now_ms() >= give_up {
+                    // With a deadline, the caller's timer says so (as a timeout) at the same
+                    // moment; without one, the wait for a responder ends here.
+                    return Err(match deadline {
+                        Some(_) => Error::Timeout("request deadline"),
+                        None => over(lost.take()),
+                    });
+                }
+            }
         }
     }
 }

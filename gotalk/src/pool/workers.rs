@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -156,14 +157,11 @@ impl Workers {
 
     /// The coordinator's connection settings, made to tell this set at once when a worker's
     /// connection closes and what load its heartbeats report (the user's callbacks still run).
-    /// Automatic retries are turned off on these connections: a RetryResult from a worker
-    /// moves the job to another worker instead.
     pub fn config(&self, config: Config) -> Config {
         let user_close = config.on_close_callback();
         let user_heartbeat = config.on_heartbeat_callback();
         let (on_close, on_beat) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
         config
-            .auto_retry(0)
             .on_close(move |sock, reason| {
                 if let Some(inner) = on_close.upgrade() {
                     inner.left(sock);
@@ -257,20 +255,26 @@ impl Workers {
     }
 
     /// Sends request `op` with a raw payload and returns the raw result.
-    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
+    ///
+    /// (An `async fn` in all but name: what it returns is the request, to await. Written so
+    /// that a request's future holds no more than it needs.)
+    pub fn buffer_request<'a>(
+        &'a self,
+        op: &'a str,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         self.buffer_request_with(op, payload, RequestOptions::new())
-            .await
     }
 
     /// Like [`Workers::buffer_request`], with options for this request.
-    pub async fn buffer_request_with(
-        &self,
-        op: &str,
+    pub fn buffer_request_with<'a>(
+        &'a self,
+        op: &'a str,
         payload: impl Into<Bytes>,
         opts: RequestOptions,
-    ) -> Result<Bytes> {
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         let policy = opts.resolve(op, &self.inner.options);
-        request::buffer_request(&*self.inner, op, payload.into(), policy).await
+        request::buffer_request(&*self.inner, op, payload.into(), policy)
     }
 
     /// Starts stream request `op` on the least loaded worker offering it.
