@@ -3,7 +3,7 @@
 //! ([`gotalk::Sock::buffer_request`]), one task per request slot.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gotalk::{Config, Handlers, Sock};
@@ -17,6 +17,44 @@ pub fn server_config() -> Config {
     let mut h = Handlers::new();
     h.handle_buffer("echo", |_sock, _op, p| async move { Ok(p) });
     Config::new().handlers(h)
+}
+
+/// How a responder of the pool benchmarks behaves (`echo-server --delay-ms --limit
+/// --heartbeat-ms --retry-ms`).
+#[derive(Debug, Clone, Default)]
+pub struct Responder {
+    /// How long `echo` waits before answering: an I/O-bound operation.
+    pub delay: Option<Duration>,
+    /// Requests in progress per connection; more are answered with a RetryResult.
+    pub limit: Option<u32>,
+    /// Heartbeat interval (the default 20 s if not set).
+    pub heartbeat: Option<Duration>,
+    /// The wait a RetryResult asks for (the default 0.5–5 s if not set).
+    pub retry: Option<Duration>,
+}
+
+/// The server's configuration for a pool benchmark responder (see [`Responder`]).
+pub fn responder_config(r: &Responder) -> Config {
+    let mut h = Handlers::new();
+    match r.delay {
+        Some(d) => h.handle_buffer("echo", move |_sock, _op, p| async move {
+            tokio::time::sleep(d).await;
+            Ok(p)
+        }),
+        None => h.handle_buffer("echo", |_sock, _op, p| async move { Ok(p) }),
+    };
+    let mut limits = gotalk::Limits::default();
+    if let Some(n) = r.limit {
+        limits = limits.buffer_requests(n);
+    }
+    if let Some(w) = r.retry {
+        limits = limits.retry_wait(w, w);
+    }
+    let mut config = Config::new().handlers(h).limits(limits);
+    if let Some(every) = r.heartbeat {
+        config = config.heartbeat_interval(Some(every));
+    }
+    config
 }
 
 /// Runs the gotalk load against `addr` (any address [`gotalk::connect`] takes) and returns

@@ -25,6 +25,7 @@
 //! | [`floor`] | the floor: raw length-prefixed echo server and pipelined client |
 //! | [`echo`] | the gotalk echo server and pipelined client |
 //! | [`idle`] | idle connections and server RSS from `/proc` |
+//! | [`pool`] | the pool client: a `gotalk::Pool` over one or more echo servers (`pool-bench`) |
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -33,6 +34,7 @@ pub mod floor;
 pub mod hist;
 pub mod idle;
 pub mod load;
+pub mod pool;
 
 /// The tokio runtime the benchmark binaries run on: multi-threaded with one worker per core
 /// (what `#[tokio::main]` gives), or `--threads N` workers (`--threads 0`: a current-thread

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks are not tests: this only checks that the criterion benches compile and that the
-# matrix runs end to end (bench/matrix.sh --smoke). No timing is asserted.
+# matrix and the pool benchmarks run end to end (bench/matrix.sh --smoke, pool-bench --smoke).
+# No timing is asserted.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 passed=0
@@ -29,6 +30,11 @@ for p in a f; do
   check "matrix --external point ($p) has figures" \
     grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [^|]*\| [0-9.]+ \| [0-9.]+ \|" "$out"
 done
+# The pool benchmarks (bench/src/bin/pool-bench.rs): every part must print its figures.
+check "pool-bench --smoke" bash -c "target/release/pool-bench --smoke | tee '$out'"
+check "pool-bench scaling has figures" grep -Eq "^\| 4 \| 128 \| [0-9]+ \| [0-9.]+ \|" "$out"
+check "pool-bench slow has figures" grep -Eq "^\| round-robin \| [0-9]+ \| [0-9.]+ \|" "$out"
+check "pool-bench cost has figures" grep -Eq "^\| Pool of one \| [0-9]+ \|" "$out"
 rm -f "$out"
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

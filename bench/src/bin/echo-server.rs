@@ -2,15 +2,23 @@
 //!
 //! ```text
 //! echo-server --proto floor|gotalk|ws [--addr 127.0.0.1:0] [--threads N]
+//!             [--delay-ms MS] [--limit N] [--heartbeat-ms MS] [--retry-ms MS]
 //! ```
 //! Prints `LISTENING <address>` once it accepts connections (`host:port`, or for `ws` the
 //! `ws://host:port/gotalk/` URL), then serves until killed. `gotalk` serves a buffer operation
 //! `echo` over TCP with default limits and heartbeats, `ws` the same over WebSocket; `floor`
 //! serves the raw length-prefixed echo (see `gotalk_bench::floor`).
+//!
+//! For the pool benchmarks (`pool-bench`), a gotalk responder can wait `--delay-ms` before
+//! answering (an I/O-bound operation), take at most `--limit` requests at a time per
+//! connection (more get a RetryResult asking for `--retry-ms`), and send heartbeats every
+//! `--heartbeat-ms` carrying its load: requests in progress against the limit.
 
 use std::io::Write;
+use std::time::Duration;
 
 use gotalk_bench::args::{fail, Args};
+use gotalk_bench::echo::{responder_config, Responder};
 
 fn main() {
     let args = Args::from_env(&[]);
@@ -36,14 +44,39 @@ async fn run(args: Args) {
             } else {
                 addr
             };
-            let server = gotalk::Server::bind(&addr, gotalk_bench::echo::server_config())
+            let ms = |name| {
+                Some(args.get(name, 0u64))
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis)
+            };
+            let responder = Responder {
+                delay: ms("delay-ms"),
+                limit: Some(args.get("limit", 0u32)).filter(|&n| n > 0),
+                heartbeat: ms("heartbeat-ms"),
+                retry: ms("retry-ms"),
+            };
+            let server = gotalk::Server::bind(&addr, responder_config(&responder))
                 .await
                 .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
             let a = server.local_addr().to_string();
             announce(a.strip_prefix("tcp://").unwrap_or(&a));
-            std::future::pending::<()>().await;
+            match (responder.limit, responder.heartbeat) {
+                (Some(limit), Some(_)) => report_load(&server, limit).await,
+                _ => std::future::pending::<()>().await,
+            }
         }
         other => fail(&format!("unknown --proto {other:?} (floor, gotalk, ws)")),
+    }
+}
+
+/// Keeps every connection's heartbeat load at its requests in progress against `limit`.
+async fn report_load(server: &gotalk::Server, limit: u32) -> ! {
+    loop {
+        for sock in server.connections() {
+            let busy = sock.requests_in_progress().min(limit);
+            sock.set_heartbeat_load((u64::from(busy) * 0xffff / u64::from(limit)) as u16);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
