@@ -1,7 +1,7 @@
 //! The smallest web page that talks gotalk: type a message, the server echoes it back.
 //!
 //! ```text
-//! cargo run --example websocket-minimal            # then open the URL it prints
+//! cargo run --example websocket-minimal            # a free port; open the URL it prints
 //! cargo run --example websocket-minimal -- --addr 127.0.0.1:8080
 //! cargo run --example websocket-minimal -- --check # self-test: serve, connect, echo, exit
 //! ```
@@ -96,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .position(|a| a == "--addr")
         .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:1235", String::as_str);
+        // A free port by default: a fixed one fails when something (the demo, on 1235) has it.
+        .map_or("127.0.0.1:0", String::as_str);
     let (local, task) = serve(addr).await?;
     println!("open http://{local}/ in a web browser (Ctrl-C to stop)");
     task.await?;
