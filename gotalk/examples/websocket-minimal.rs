@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use gotalk::ws::axum::{response::Html, routing::get, Router};
-use gotalk::ws::Endpoint;
+use gotalk::ws::{Endpoint, OriginPolicy};
 use gotalk::{Config, Handlers};
 
 const PAGE: &str = r#"<!DOCTYPE html>
@@ -55,7 +55,8 @@ const PAGE: &str = r#"<!DOCTYPE html>
 fn app() -> Router {
     let mut handlers = Handlers::new();
     handlers.handle("echo", |text: String| async move { Ok(text) });
-    let endpoint = Endpoint::new(Config::new().handlers(handlers));
+    // Only pages served here (and programs, which send no Origin) may connect.
+    let endpoint = Endpoint::new(Config::new().handlers(handlers)).origin(OriginPolicy::SameHost);
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .merge(endpoint.router("/gotalk/"))
