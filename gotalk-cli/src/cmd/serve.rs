@@ -95,15 +95,16 @@ fn origin_policy(a: &ServeArgs, http: SocketAddr) -> OriginPolicy {
         if allowed.allows(req) {
             return true;
         }
+        let same_host = same.allows(req);
         let rebound = loopback && !req.host().is_some_and(is_loopback_host);
-        if same.allows(req) && !rebound {
+        if same_host && !rebound {
             return true;
         }
         let host = req.host().unwrap_or("");
         let peer = req
             .peer_addr()
             .map_or_else(|| "?".into(), |a| a.to_string());
-        if rebound && same.allows(req) {
+        if same_host {
             tracing::warn!(
                 origin,
                 host,
