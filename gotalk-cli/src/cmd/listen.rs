@@ -13,6 +13,7 @@ use gotalk::{Config, HandlerError, Handlers, Sock};
 use gotalk_cli::pretty::{Fields, Format, Printer, Seen};
 use tokio::sync::watch;
 
+use super::dial::close_text;
 use super::{err_line, interrupted, out_line, usage, CmdResult, ServerTls};
 
 pub const HELP: &str = "\
@@ -150,7 +151,7 @@ pub async fn run(a: ListenArgs) -> CmdResult {
             out_line(
                 &st_close
                     .printer
-                    .event(&seen, "disconnected", &reason.to_string()),
+                    .event(&seen, "disconnected", &close_text(reason)),
             );
         });
     let server = a.tls.bind(&a.addr, config).await?;
