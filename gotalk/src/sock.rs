@@ -1461,7 +1461,7 @@ impl Reader {
     /// the request limit is reached.
     fn start_request(&mut self, id: RequestId, op: Name, payload: Bytes) -> Option<Message> {
         let sock = &self.sock;
-        let handler = match sock.inner.handlers.find_request(&op) {
+        let handler = match sock.inner.handlers.find_request_for(&op, false) {
             Some(RequestHandler::Buffer(h)) => h.clone(),
             _ => return Some(error_result(id, unknown_op(&op))),
         };
@@ -1540,7 +1540,7 @@ impl Reader {
             refuse(error_result(id, "stream requests not supported".into())).await;
             return Ok(());
         }
-        let handler = match sock.inner.handlers.find_request(&op) {
+        let handler = match sock.inner.handlers.find_request_for(&op, true) {
             Some(RequestHandler::Stream(h)) => h.clone(),
             _ => {
                 if admit == Admit::Yes {
