@@ -56,28 +56,6 @@ async fn hostile_server() -> (Server, String) {
     (s, addr)
 }
 
-/// Runs `gotalk ARGS` with its stdout on a terminal (a pseudo-terminal from `script`).
-async fn on_terminal(args: &[&str]) -> std::process::Output {
-    let quoted: Vec<String> = std::iter::once(bin())
-        .chain(args.iter().copied())
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
-    let cmd = quoted.join(" ");
-    tokio::task::spawn_blocking(move || {
-        let child = std::process::Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("script (util-linux) runs a command on a pseudo-terminal");
-        wait_output(child, &["script"])
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_and_notify_escape_what_the_peer_sends() {
     let (_server, addr) = hostile_server().await;
