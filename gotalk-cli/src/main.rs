@@ -31,6 +31,9 @@ enum Command {
     /// Accept connections and print every request and notification that arrives
     #[command(after_help = cmd::listen::HELP)]
     Listen(cmd::listen::ListenArgs),
+    /// Stay connected: send what is typed, print what arrives (an interactive session)
+    #[command(after_help = cmd::connect::HELP)]
+    Connect(cmd::connect::ConnectArgs),
     /// Run the demo server: a web page with a chat and an echo/greet console, plus TCP
     Serve(cmd::serve::ServeArgs),
     /// Load-test a server: requests/s, MB/s, latency percentiles
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             Command::Call(a) => cmd::call::call(a).await,
             Command::Notify(a) => cmd::call::notify(a).await,
             Command::Listen(a) => cmd::listen::run(a).await,
+            Command::Connect(a) => cmd::connect::run(a).await,
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Proxy(a) => cmd::proxy::run(a).await,

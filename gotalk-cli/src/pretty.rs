@@ -96,6 +96,8 @@ pub struct Seen {
     pub offset: Option<u64>,
     /// The peer's address.
     pub peer: Option<String>,
+    /// The number of one of our requests (`gotalk connect`), to match its result to it.
+    pub call: Option<u64>,
 }
 
 /// Formats messages; see the [module docs](self).
@@ -418,6 +420,9 @@ impl Printer {
         if let Some(off) = seen.offset {
             o.insert("offset".into(), json!(off));
         }
+        if let Some(n) = seen.call {
+            o.insert("call".into(), json!(n));
+        }
         o
     }
 
@@ -439,6 +444,9 @@ impl Printer {
         }
         if let Some(off) = seen.offset {
             let _ = write!(s, "{c}@{off}{r} ");
+        }
+        if let Some(n) = seen.call {
+            let _ = write!(s, "[{n}] ");
         }
         s
     }

@@ -84,6 +84,73 @@ pub fn read_payload_arg(arg: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// One line read by [`read_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A whole line, without its line end (`\n` or `\r\n`).
+    Text(Vec<u8>),
+    /// A line longer than the limit: its bytes were read and dropped.
+    TooLong,
+    /// The end of the input.
+    End,
+}
+
+/// Reads one line of at most `max` bytes, holding no more than that in memory however long
+/// the line is (the rest of a longer line is skipped).
+///
+/// ```
+/// # tokio_test(async {
+/// use gotalk_cli::util::{read_line, Line};
+/// let mut input = &b"short\r\nmuch too long\nlast"[..];
+/// assert_eq!(read_line(&mut input, 8).await.unwrap(), Line::Text(b"short".to_vec()));
+/// assert_eq!(read_line(&mut input, 8).await.unwrap(), Line::TooLong);
+/// assert_eq!(read_line(&mut input, 8).await.unwrap(), Line::Text(b"last".to_vec()));
+/// assert_eq!(read_line(&mut input, 8).await.unwrap(), Line::End);
+/// # });
+/// # fn tokio_test(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub async fn read_line<R>(r: &mut R, max: usize) -> std::io::Result<Line>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut buf = Vec::new();
+    // One byte over the limit (plus the line end) tells a line at the limit from a longer one.
+    let n = (&mut *r)
+        .take(max as u64 + 2)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    let ended = buf.last() == Some(&b'\n');
+    if ended {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() <= max && (ended || n < max + 2) {
+        return Ok(Line::Text(buf));
+    }
+    // Too long: skip to the end of the line, a bounded piece at a time.
+    if !ended {
+        loop {
+            buf.clear();
+            let n = (&mut *r)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut buf)
+                .await?;
+            if n == 0 || buf.last() == Some(&b'\n') {
+                break;
+            }
+        }
+    }
+    Ok(Line::TooLong)
+}
+
 /// `time` as UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn rfc3339(time: SystemTime) -> String {
     let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -8,10 +8,11 @@ use std::process::Command;
 
 use common::*;
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "call",
     "notify",
     "listen",
+    "connect",
     "serve",
     "bench",
     "proxy",
@@ -65,7 +66,7 @@ fn bash_completes_subcommands_and_flags() {
     let c = bash_complete(&["gotalk", "c"]);
     let mut c: Vec<&str> = c.iter().map(String::as_str).collect();
     c.sort_unstable();
-    assert_eq!(c, ["call", "completions"]);
+    assert_eq!(c, ["call", "completions", "connect"]);
     let flags = bash_complete(&["gotalk", "call", "--ti"]);
     assert_eq!(flags, ["--timeout"]);
     let shells = bash_complete(&["gotalk", "completions", "z"]);

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use gotalk::{Config, Error, Handlers, Sock};
+use gotalk::{Config, Error, Handlers, Limits, Sock};
 use gotalk_cli::escape;
-use gotalk_cli::util::read_payload_arg;
-use tokio::io::AsyncBufReadExt;
+use gotalk_cli::util::{read_line, read_payload_arg, Line};
 
 use super::dial::{describe, dial};
 use super::{duration_arg, err_line, fail, usage, ClientTls, CmdResult, Fail};
@@ -214,16 +213,26 @@ async fn stream(a: CallArgs, config: Config) -> CmdResult {
         .await
         .map_err(|e| request_error(&a.op, e))?;
     let op = a.op.clone();
+    // A line is a part: it cannot be longer than a payload may be.
+    let max_line = Limits::default().get_max_payload() as usize;
     let sender = tokio::spawn(async move {
         if !first.is_empty() {
             tx.write(first).await?;
         }
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Some(line) = lines.next_line().await? {
-            if line.is_empty() {
-                continue; // an empty part would end the stream
+        let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+        loop {
+            match read_line(&mut input, max_line).await? {
+                // An empty part would end the stream.
+                Line::Text(line) if line.is_empty() => {}
+                Line::Text(line) => tx.write(line).await?,
+                Line::TooLong => {
+                    return Err(Error::PayloadTooLarge {
+                        size: max_line + 1,
+                        limit: max_line,
+                    })
+                }
+                Line::End => break,
             }
-            tx.write(line.into_bytes()).await?;
         }
         tx.end().await?;
         Ok::<_, Error>(())

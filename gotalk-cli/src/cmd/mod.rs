@@ -10,6 +10,7 @@ use gotalk::{Addr, Config, Server};
 
 pub mod bench;
 pub mod call;
+pub mod connect;
 pub mod decode;
 pub mod dial;
 mod insecure;
