@@ -268,7 +268,7 @@ impl Report {
             s.push_str(&format!(
                 "\n{} request(s) failed; first error: {}",
                 self.errors,
-                self.first_error.as_deref().unwrap_or("?")
+                crate::escape::line(self.first_error.as_deref().unwrap_or("?"))
             ));
         }
         s

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use clap::Args;
 use gotalk::{Config, Limits};
 use gotalk_cli::bench::{payload_of_size, run as run_bench, Options, Progress};
+use gotalk_cli::escape;
 use gotalk_cli::util::{parse_bounded, read_payload_arg};
 
 use super::{duration_arg, fail, out_line, parse_addr, usage, ClientTls, CmdResult};
@@ -139,7 +140,7 @@ pub async fn run(a: BenchArgs) -> CmdResult {
             "{} of {} requests failed: {}",
             report.errors,
             report.errors + report.requests,
-            report.first_error.as_deref().unwrap_or("?")
+            escape::line(report.first_error.as_deref().unwrap_or("?"))
         )));
     }
     if report.requests == 0 {
