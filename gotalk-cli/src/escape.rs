@@ -60,7 +60,7 @@ pub fn line(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Bytes for one line: valid UTF-8 as [`line`] writes it, other bytes as `\xNN`.
+/// Bytes for one line: valid UTF-8 as [`line()`] writes it, other bytes as `\xNN`.
 pub fn line_bytes(bytes: &[u8]) -> String {
     bytes_with(bytes, |out, c| {
         if is_unsafe(c) {
