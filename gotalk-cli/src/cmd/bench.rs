@@ -13,6 +13,7 @@ use gotalk_cli::bench::{payload_of_size, run as run_bench, Options, Progress};
 use gotalk_cli::escape;
 use gotalk_cli::util::{parse_bounded, read_payload_arg};
 
+use super::dial::describe;
 use super::{duration_arg, fail, out_line, parse_addr, usage, ClientTls, CmdResult};
 
 pub const HELP: &str = "\
@@ -125,7 +126,8 @@ pub async fn run(a: BenchArgs) -> CmdResult {
         t.abort();
         eprint!("\r\x1b[2K");
     }
-    let report = res.map_err(|e| fail(format!("cannot connect to {}: {e}", a.addr)))?;
+    let report =
+        res.map_err(|e| fail(format!("cannot connect to {}: {}", a.addr, describe(&e))))?;
     if a.json {
         out_line(&serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -21,9 +21,14 @@ Examples:
   echo '{\"name\":\"Bob\"}' | gotalk call tls://example.com:443 greet -
   printf 'a\\nb\\n' | gotalk call localhost:1234 stream-echo --stream
 
-The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise). An
-error result goes to stderr and the exit code is 1. Notifications the peer sends while the call
-is in progress are shown on stderr.";
+The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise; on a
+terminal, control characters and escape sequences from the peer are shown escaped). An error
+result goes to stderr and the exit code is 1. Notifications the peer sends while the call is
+in progress are shown on stderr.
+
+With --stream, each line of standard input is a part, and result parts are printed as they
+arrive: pretty on a terminal; to a pipe, one part per line (compact JSON, other parts as they
+are followed by a newline, --raw parts byte for byte followed by a newline).";
 
 /// Arguments of `gotalk call`.
 #[derive(Args, Debug)]
