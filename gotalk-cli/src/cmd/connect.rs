@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::dial::{close_text, describe, dial};
 use super::listen::{Watch, STREAMS};
-use super::{duration_arg, out_line, ClientTls, CmdResult};
+use super::{duration_arg, fail, out_line, ClientTls, CmdResult};
 
 pub const HELP: &str = "\
 Type one command per line (or pipe them in):
@@ -206,7 +206,20 @@ pub async fn run(a: ConnectArgs) -> CmdResult {
         .on_close(move |_sock, reason| {
             out_line(&on_close.event(&Session::seen(None), "disconnected", &close_text(reason)));
         });
-    let sock = dial(&a.addr, &config, &a.tls, a.timeout).await?;
+    let dialing = dial(&a.addr, &config, &a.tls, a.timeout);
+    let sock = if a.timeout.is_zero() {
+        dialing.await?
+    } else {
+        match tokio::time::timeout(a.timeout, dialing).await {
+            Ok(sock) => sock?,
+            Err(_) => {
+                return Err(fail(format!(
+                    "cannot connect to {}: no connection within {:?}",
+                    a.addr, a.timeout
+                )))
+            }
+        }
+    };
     let session = Arc::new(Session {
         sock: sock.clone(),
         printer,
