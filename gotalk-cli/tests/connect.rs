@@ -137,14 +137,14 @@ async fn an_interactive_session_in_jsonl() {
         );
         assert_eq!(r["json"]["greeting"], "Hello Bob");
         // Requests run side by side: the slow one answers after the quick one.
-        s.send("call sleep 300");
+        s.send("call sleep 1500");
         s.send("call greet {}");
         let a = s.json();
         let b = s.json();
         assert_eq!((&a["call"], &a["op"]), (&json!(3), &json!("greet")), "{a}");
         assert_eq!(
             (&b["call"], &b["payload"]),
-            (&json!(2), &json!("300")),
+            (&json!(2), &json!("1500")),
             "{b}"
         );
         // Error results and mistakes in the input are lines too, and the session goes on.

@@ -190,6 +190,46 @@ async fn a_self_signed_certificate_gets_a_hint_that_works() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A self-signed certificate marked as a CA (what `openssl req -x509` makes by default) is
+/// refused even when trusted with --cacert: the hint says so and what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_gets_its_own_hint() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = temp_dir("self-signed-ca");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let cert_path = dir.join("ca-self.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(dir.join("ca-self.key"), key.serialize_pem()).unwrap();
+    let tls = TlsServerConfig::from_pem_files(&cert_path, dir.join("ca-self.key")).unwrap();
+    let (config, _rx) = test_config();
+    let server = Server::bind_tls("127.0.0.1:0", config, tls).await.unwrap();
+    let addr = format!(
+        "tls://localhost:{}",
+        port_of(&server.local_addr().to_string())
+    );
+    let cacert = cert_path.display().to_string();
+    for extra in [&[][..], &["--cacert", &cacert][..]] {
+        let mut args = vec!["call", &addr, "echo", "--raw", "hi"];
+        args.extend_from_slice(extra);
+        let out = gotalk_async(&args, b"").await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("presents a CA certificate as its own")
+                && err.contains("CA:FALSE")
+                && err.contains("--insecure"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = gotalk_async(&["call", &addr, "echo", "--raw", "hi", "--insecure"], b"").await;
+    assert_eq!(out.stdout, b"hi", "{}", text(&out.stderr));
+    server.shutdown(Duration::from_millis(100)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_errors_say_who_broke_the_protocol() {
     // The peer sends garbage after its version: it broke the protocol, not us.

@@ -116,6 +116,13 @@ const NOT_TRUSTED: &str = "the server's certificate is not trusted: no authority
                            pass that certificate (or the CA's) with --cacert FILE; --insecure \
                            skips the check, for testing only";
 
+const CA_AS_SERVER: &str = "the server presents a CA certificate as its own (a self-signed \
+                            certificate made by `openssl req -x509` is one, unless told \
+                            otherwise), which is refused even with --cacert. Make it without \
+                            CA:TRUE (openssl: -addext basicConstraints=critical,CA:FALSE) and \
+                            pass it with --cacert, or sign it with a CA and pass the CA; \
+                            --insecure skips the check, for testing only";
+
 /// Why a TLS handshake failed, with what to do about it.
 fn tls_failure(e: &std::io::Error, seen: &[u8], name: &str) -> String {
     let inner = e
@@ -133,6 +140,10 @@ fn tls_failure(e: &std::io::Error, seen: &[u8], name: &str) -> String {
                 C::Expired | C::ExpiredContext { .. } => {
                     "the server's certificate has expired (or this machine's clock is wrong)"
                         .to_owned()
+                }
+                // rustls-webpki's error, seen through rustls as an opaque `Other`.
+                other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    CA_AS_SERVER.to_owned()
                 }
                 other => format!(
                     "the server's certificate is not acceptable ({other:?}); --cacert FILE \
@@ -295,6 +306,8 @@ fn tls_text(e: &Error) -> String {
     let msg = msg.split("; ").next().unwrap_or(msg);
     let hint = if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
         NOT_TRUSTED
+    } else if msg.contains("CaUsedAsEndEntity") {
+        CA_AS_SERVER
     } else if msg.contains("NotValidForName") {
         "the server's certificate is not issued for this host name: connect with the name it \
          was issued for"
