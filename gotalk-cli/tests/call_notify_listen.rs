@@ -15,7 +15,16 @@ fn help_for_every_subcommand_and_usage_exit_codes() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for sub in [
-        "call", "notify", "listen", "serve", "bench", "proxy", "decode",
+        "call",
+        "notify",
+        "listen",
+        "connect",
+        "serve",
+        "bench",
+        "proxy",
+        "decode",
+        "completions",
+        "man",
     ] {
         assert!(help.contains(sub), "{sub} missing from --help:\n{help}");
         let out = gotalk(&[sub, "--help"], b"");
