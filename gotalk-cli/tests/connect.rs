@@ -105,6 +105,16 @@ async fn server() -> (Server, String, tmpsc::UnboundedReceiver<Sock>) {
             .await
             .map_err(|e| HandlerError::msg(format!("the client said: {e}")))
     });
+    h.handle_stream("count", |_s, _op, mut parts, mut out| async move {
+        let to: u32 = match parts.recv().await? {
+            Some(p) => String::from_utf8_lossy(&p).parse().unwrap_or(0),
+            None => 0,
+        };
+        for i in 1..=to {
+            out.write(i.to_string()).await?;
+        }
+        Ok(())
+    });
     let config = Config::new()
         .handlers(h)
         .limits(Limits::default().stream_requests(4))
@@ -185,6 +195,24 @@ async fn an_interactive_session_in_jsonl() {
         let poked = s.json();
         assert_eq!((&poked["call"], &poked["op"]), (&json!(5), &json!("poke")));
         assert_eq!(poked["json"], json!({"answer": 42}));
+        // A stream request: its parts as they come, then the end (a part of size 0).
+        s.send("stream count 3");
+        let parts: Vec<Value> = (0..4).map(|_| s.json()).collect();
+        let shown: Vec<(&Value, &Value, &Value)> = parts
+            .iter()
+            .map(|p| (&p["call"], &p["kind"], &p["payload"]))
+            .collect();
+        let part = |p: &'static str| (json!(6), json!("StreamResult"), json!(p));
+        let want = [part("1"), part("2"), part("3"), part("")];
+        let want: Vec<(&Value, &Value, &Value)> = want.iter().map(|(a, b, c)| (a, b, c)).collect();
+        assert_eq!(shown, want);
+        s.send("stream greet {}");
+        let e = s.json();
+        assert_eq!(
+            (&e["call"], &e["kind"]),
+            (&json!(7), &json!("ErrorResult")),
+            "{e}"
+        );
         s.send("notify done [1]");
     });
     let (code, rest) = tokio::task::spawn_blocking(move || s.finish())

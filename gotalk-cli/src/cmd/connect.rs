@@ -20,6 +20,7 @@ use super::{duration_arg, fail, out_line, ClientTls, CmdResult};
 pub const HELP: &str = "\
 Type one command per line (or pipe them in):
   call OP [PAYLOAD]      send a request; its result is printed when it comes
+  stream OP [PAYLOAD]    send a stream request of one part; result parts print as they come
   notify NAME [PAYLOAD]  send a notification
   PAYLOAD                with --op OP: a request to OP (a line that is not a command)
   help                   list the commands
@@ -80,6 +81,7 @@ const IN_FLIGHT: usize = 1024;
 #[derive(Debug, PartialEq)]
 enum Input<'a> {
     Call(&'a str, &'a str),
+    Stream(&'a str, &'a str),
     Notify(&'a str, &'a str),
     Help,
     Quit,
@@ -94,15 +96,15 @@ fn parse<'a>(line: &'a str, default_op: Option<&'a str>) -> Result<Input<'a>, St
     }
     let (word, rest) = split_word(line);
     match word {
-        "call" | "notify" => {
+        "call" | "stream" | "notify" => {
             let (name, payload) = split_word(rest);
             if name.is_empty() {
                 return Err(format!("{word} needs a name: {word} NAME [PAYLOAD]"));
             }
-            Ok(if word == "call" {
-                Input::Call(name, payload)
-            } else {
-                Input::Notify(name, payload)
+            Ok(match word {
+                "call" => Input::Call(name, payload),
+                "stream" => Input::Stream(name, payload),
+                _ => Input::Notify(name, payload),
             })
         }
         "help" | "?" => Ok(Input::Help),
@@ -157,6 +159,71 @@ impl Session {
         Ok(Bytes::copy_from_slice(text.as_bytes()))
     }
 
+    fn show(&self, n: u64, t: MsgType, op: &str, payload: &[u8], wait_ms: Option<u32>) {
+        let f = Fields {
+            msg_type: Some(t),
+            name: Some(op),
+            wait_ms,
+            payload: Some(payload),
+            ..Fields::default()
+        };
+        out_line(&self.printer.fields(&Session::seen(Some(n)), &f));
+    }
+
+    /// Shows how a request failed: an error or retry result like a result, anything else as
+    /// a "failed" event.
+    fn failed(&self, n: u64, op: &str, e: &Error) {
+        match e {
+            Error::Remote(text) => self.show(n, MsgType::ErrorResult, op, text.as_bytes(), None),
+            Error::Retry { wait, message } => {
+                let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+                self.show(n, MsgType::RetryResult, op, message.as_bytes(), Some(ms));
+            }
+            e => {
+                let detail = format!("{}: {}", gotalk_cli::escape::line(op), describe(e));
+                self.event(Some(n), "failed", &detail);
+            }
+        }
+    }
+
+    /// A stream request of one part; every result part is shown as it comes, the end as a
+    /// part of size 0.
+    async fn stream(&self, n: u64, op: &str, payload: Bytes) {
+        let res = async {
+            let (mut tx, mut rx) = self.sock.stream_request(op).await?;
+            if !payload.is_empty() {
+                tx.write(payload).await?;
+            }
+            tx.end().await?;
+            loop {
+                let next = if self.timeout.is_zero() {
+                    rx.recv().await?
+                } else {
+                    match tokio::time::timeout(self.timeout, rx.recv()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Ok(false),
+                    }
+                };
+                match next {
+                    Some(part) => self.show(n, MsgType::StreamResult, op, &part, None),
+                    None => {
+                        self.show(n, MsgType::StreamResult, op, b"", None);
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        .await;
+        match res {
+            Ok(true) => {}
+            Ok(false) => {
+                let detail = format!("{op}: no part within {:?}", self.timeout);
+                self.event(Some(n), "timeout", &detail);
+            }
+            Err(e) => self.failed(n, op, &e),
+        }
+    }
+
     async fn call(&self, n: u64, op: &str, payload: Bytes) {
         let request = self.sock.buffer_request(op, payload);
         let res = if self.timeout.is_zero() {
@@ -170,27 +237,10 @@ impl Session {
                 }
             }
         };
-        let (msg_type, payload, wait_ms) = match &res {
-            Ok(out) => (MsgType::SingleResult, &out[..], None),
-            Err(Error::Remote(text)) => (MsgType::ErrorResult, text.as_bytes(), None),
-            Err(Error::Retry { wait, message }) => (
-                MsgType::RetryResult,
-                message.as_bytes(),
-                Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX)),
-            ),
-            Err(e) => {
-                let detail = format!("{}: {}", gotalk_cli::escape::line(op), describe(e));
-                return self.event(Some(n), "failed", &detail);
-            }
-        };
-        let f = Fields {
-            msg_type: Some(msg_type),
-            name: Some(op),
-            wait_ms,
-            payload: Some(payload),
-            ..Fields::default()
-        };
-        out_line(&self.printer.fields(&Session::seen(Some(n)), &f));
+        match res {
+            Ok(out) => self.show(n, MsgType::SingleResult, op, &out, None),
+            Err(e) => self.failed(n, op, &e),
+        }
     }
 }
 
@@ -258,7 +308,8 @@ pub async fn run(a: ConnectArgs) -> CmdResult {
             session.event(None, "input-error", "a line that is not UTF-8, skipped");
             continue;
         };
-        match parse(line, a.op.as_deref()) {
+        let input = parse(line, a.op.as_deref());
+        match input {
             Ok(Input::Skip) => {}
             Ok(Input::Help) => {
                 let commands = HELP.split("\n\n").next().unwrap_or(HELP);
@@ -277,7 +328,7 @@ pub async fn run(a: ConnectArgs) -> CmdResult {
                 }
                 Err(e) => session.event(None, "input-error", &e),
             },
-            Ok(Input::Call(op, text)) => match session.payload(text) {
+            Ok(Input::Call(op, text) | Input::Stream(op, text)) => match session.payload(text) {
                 Ok(p) => {
                     // Waits when IN_FLIGHT requests are outstanding: the input is read no
                     // faster than the peer answers.
@@ -286,8 +337,13 @@ pub async fn run(a: ConnectArgs) -> CmdResult {
                     };
                     n += 1;
                     let (s, op) = (session.clone(), op.to_owned());
+                    let stream = matches!(input, Ok(Input::Stream(..)));
                     tasks.spawn(async move {
-                        s.call(n, &op, p).await;
+                        if stream {
+                            s.stream(n, &op, p).await;
+                        } else {
+                            s.call(n, &op, p).await;
+                        }
                         drop(permit);
                     });
                     // Finished tasks are collected as we go, so the set stays small.
@@ -320,6 +376,7 @@ mod tests {
             Ok(Input::Call("greet", "{\"a\": 1}"))
         );
         assert_eq!(parse("  notify  n  ", None), Ok(Input::Notify("n", "")));
+        assert_eq!(parse("stream up x y", None), Ok(Input::Stream("up", "x y")));
         assert_eq!(parse("# note", None), Ok(Input::Skip));
         assert_eq!(parse("", None), Ok(Input::Skip));
         assert_eq!(parse("quit", None), Ok(Input::Quit));
