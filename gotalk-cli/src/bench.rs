@@ -1,4 +1,4 @@
-//! The load loop behind `gotalk bench`, usable on its own (the `bench/` crate reuses it).
+//! The load loop behind `gotalk bench`, usable on its own by other crates.
 //!
 //! [`run`] opens `conns` connections and keeps `inflight` requests outstanding on each for
 //! `duration`, recording every request's latency in an HDR histogram. [`Progress`] counts as it
