@@ -73,7 +73,7 @@ fn inflight_arg(s: &str) -> Result<usize, String> {
 /// The payload is made before anything is sent, so a size the client would refuse to send is
 /// refused here, before it is allocated.
 fn size_arg(s: &str) -> Result<usize, String> {
-    let max = Limits::default().get_max_payload();
+    let max = Limits::default().max_payload;
     parse_bounded(s, 0, max.into())
         .map(|n| n as usize)
         .map_err(|e| format!("{e} (the client's payload limit)"))

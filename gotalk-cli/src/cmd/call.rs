@@ -219,7 +219,7 @@ async fn stream(a: CallArgs, config: Config) -> CmdResult {
         .map_err(|e| request_error(&a.op, e))?;
     let op = a.op.clone();
     // A line is a part: it cannot be longer than a payload may be.
-    let max_line = Limits::default().get_max_payload() as usize;
+    let max_line = Limits::default().max_payload as usize;
     let sender = tokio::spawn(async move {
         if !first.is_empty() {
             tx.write(first).await?;

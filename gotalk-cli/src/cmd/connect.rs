@@ -278,7 +278,7 @@ pub async fn run(a: ConnectArgs) -> CmdResult {
     });
     session.event(None, "connected", &a.addr);
 
-    let max_line = Limits::default().get_max_payload() as usize + 4096;
+    let max_line = Limits::default().max_payload as usize + 4096;
     let mut input = BufReader::new(tokio::io::stdin());
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();

@@ -43,7 +43,8 @@ pub async fn dial(
     } else {
         HANDSHAKE.min(timeout.mul_f64(0.75))
     };
-    let config = config.clone().handshake_timeout(wait);
+    let mut config = config.clone();
+    config.limits = config.limits.handshake_timeout(Some(wait));
     let cannot = |e: std::io::Error| {
         let hint = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => " (is anything listening there?)",
@@ -291,7 +292,9 @@ pub fn close_text(reason: &CloseReason) -> String {
                 code.description()
             )
         }
-        CloseReason::Io(e) => format!("the connection failed: {}", escape::line(e)),
+        CloseReason::Io { message, .. } => {
+            format!("the connection failed: {}", escape::line(message))
+        }
         other => escape::line(&other.to_string()).into_owned(),
     }
 }

@@ -105,7 +105,7 @@ impl Watch {
     pub fn seen(sock: &Sock) -> Seen {
         Seen {
             time: Some(SystemTime::now()),
-            conn: sock.user_data::<u64>().map(|c| *c),
+            conn: sock.data::<u64>().map(|c| *c),
             peer: sock.peer_addr().map(str::to_owned),
             ..Seen::default()
         }
@@ -217,7 +217,7 @@ pub async fn run(a: ListenArgs) -> CmdResult {
         .limits(Limits::default().stream_requests(STREAMS))
         .on_open(move |sock| {
             let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
-            sock.set_user_data(n);
+            sock.insert_data(n);
             out_line(&st_open.printer.event(&Watch::seen(sock), "connected", ""));
         })
         .on_close(move |sock, reason| {
