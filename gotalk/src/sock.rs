@@ -27,7 +27,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -320,11 +320,45 @@ struct Inner {
     /// What the transport knows beyond the address (e.g. a WebSocket's HTTP request).
     transport_info: Option<Arc<dyn Any + Send + Sync>>,
     user_data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
-    /// Held until the connection is fully closed (e.g. a server's connection-count permit).
-    guard: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Held until the connection is fully closed (e.g. a server's connection slot).
+    guard: Mutex<Guard>,
+    /// When the peer last sent a message other than a heartbeat (see [`Sock::last_active`]).
+    last_active: Activity,
     on_open: Option<SockCallback>,
     on_close: Option<CloseCallback>,
     on_heartbeat: Option<HeartbeatCallback>,
+}
+
+/// What [`Sock::hold_until_closed`] holds: a value until the connection has fully closed,
+/// then nothing ever again (a value handed over late is dropped at once).
+enum Guard {
+    Open(Option<Box<dyn Any + Send>>),
+    Done,
+}
+
+/// An instant kept in an atomic, as milliseconds since a process-wide origin.
+struct Activity(AtomicU64);
+
+impl Activity {
+    fn origin() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    fn now() -> Activity {
+        let a = Activity(AtomicU64::new(0));
+        a.set(Instant::now());
+        a
+    }
+
+    fn set(&self, at: Instant) {
+        let ms = at.saturating_duration_since(Activity::origin()).as_millis() as u64;
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        Activity::origin() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
 }
 
 /// One gotalk connection. Both ends are equal: each can send requests and notifications, and
@@ -411,7 +445,8 @@ impl Sock {
                 peer_addr,
                 transport_info,
                 user_data: Mutex::new(None),
-                guard: Mutex::new(None),
+                guard: Mutex::new(Guard::Open(None)),
+                last_active: Activity::now(),
                 on_open: config.on_open.clone(),
                 on_close: config.on_close.clone(),
                 on_heartbeat: config.on_heartbeat.clone(),
@@ -668,12 +703,29 @@ impl Sock {
         Arc::as_ptr(&self.inner) as usize
     }
 
-    /// Keeps `value` alive until the connection has fully closed.
+    /// Keeps `value` alive until the connection has fully closed (dropped at once if it has):
+    /// dropped before [`Sock::closed`] returns.
     pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
-        if *self.inner.finished.borrow() {
-            return;
+        let mut guard = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Guard::Open(held) = &mut *guard {
+            *held = Some(value);
         }
-        *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+
+    /// When the peer last sent a message other than a heartbeat (or the connection opened):
+    /// how a server tells its idlest connection. Recorded once per read, not per message.
+    #[allow(dead_code)] // until the server's connection slots use it (next commit)
+    pub(crate) fn last_active(&self) -> Instant {
+        self.inner.last_active.get()
+    }
+
+    /// Lets go of what [`Sock::hold_until_closed`] holds, for good.
+    fn release_guard(&self) {
+        let held = std::mem::replace(
+            &mut *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()),
+            Guard::Done,
+        );
+        drop(held);
     }
 
     /// Whether two handles refer to the same connection.
@@ -919,6 +971,7 @@ fn task_panicked(sock: &Sock, panic: Box<dyn Any + Send>) {
             code: ProtocolErrorCode::ABNORMAL,
         }),
     );
+    sock.release_guard();
     sock.inner.finished.send_replace(true);
 }
 
@@ -977,10 +1030,12 @@ async fn reader_task<R>(
     let stop = 'outer: loop {
         // Handle every whole message already buffered before reading again.
         let mut got = false;
+        let mut active = false;
         let stop = loop {
             match reader.decoder.decode(&mut buf) {
                 Ok(Some(d)) => {
                     got = true;
+                    active |= !matches!(d, Decoded::Message(Message::Heartbeat { .. }));
                     if let Err(stop) = reader.handle(d).await {
                         break Some(stop);
                     }
@@ -1002,6 +1057,9 @@ async fn reader_task<R>(
         }
         if got {
             last_message = Instant::now();
+            if active {
+                sock.inner.last_active.set(last_message);
+            }
         }
         if buf.is_empty() {
             // A large buffer, consumed: keep it for reuse rather than hand it back.
@@ -1767,12 +1825,8 @@ async fn writer_task(
     }
     let shutdown = poll_fn(|cx| sock.io().as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
+    sock.release_guard();
     sock.inner.finished.send_replace(true);
-    sock.inner
-        .guard
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
 }
 
 impl Sock {
