@@ -203,14 +203,6 @@ impl Config {
     pub fn get_handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
-
-    pub(crate) fn on_open_callback(&self) -> Option<SockCallback> {
-        self.on_open.clone()
-    }
-
-    pub(crate) fn on_close_callback(&self) -> Option<CloseCallback> {
-        self.on_close.clone()
-    }
 }
 
 /// A notification encoded once, to be sent on many connections (a broadcast) without being
@@ -698,11 +690,6 @@ impl Sock {
         self.shared().pending.len()
     }
 
-    /// An identifier for this connection, unique among open connections of the process.
-    pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
-    }
-
     /// Keeps `value` alive until the connection has fully closed (dropped at once if it has):
     /// dropped before [`Sock::closed`] returns.
     pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
@@ -714,7 +701,6 @@ impl Sock {
 
     /// When the peer last sent a message other than a heartbeat (or the connection opened):
     /// how a server tells its idlest connection. Recorded once per read, not per message.
-    #[allow(dead_code)] // until the server's connection slots use it (next commit)
     pub(crate) fn last_active(&self) -> Instant {
         self.inner.last_active.get()
     }

@@ -65,10 +65,10 @@ use self::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 /// into one buffer sized for the whole frame, 16 KiB per read.
 pub(crate) const READ_BUFFER: usize = 16 * 1024;
 
-/// Largest WebSocket message accepted under `config`: the payload limit plus room for the
-/// headers of a peer that sends several messages in one WebSocket message.
-pub(crate) fn max_message_size(config: &Config) -> usize {
-    (config.get_limits().get_max_payload() as usize).saturating_add(64 * 1024)
+/// Largest WebSocket message accepted under `config`: the payload limit plus `allowance` for
+/// the headers of a peer that sends several messages in one WebSocket message.
+pub(crate) fn max_message_size(config: &Config, allowance: usize) -> usize {
+    (config.get_limits().get_max_payload() as usize).saturating_add(allowance)
 }
 
 impl WsMessage for tungstenite::Message {
@@ -201,7 +201,7 @@ async fn client_over<T>(url: &str, stream: T, config: &Config, peer: Option<Stri
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let max = max_message_size(config);
+    let max = max_message_size(config, crate::server::DEFAULT_WS_MESSAGE_ALLOWANCE);
     let ws_config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))

@@ -12,13 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 use super::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
+use crate::server::slots::{SlotLimits, Slots};
+use crate::server::ServerOptions;
 use crate::sock::{Config, Sock};
 
 /// The HTTP request a WebSocket connection was upgraded from. Reach it from a handler with
@@ -150,11 +152,20 @@ impl OriginPolicy {
 /// A gotalk WebSocket endpoint: answers WebSocket upgrades and serves `gotalk.js`. See the
 /// [module docs](super).
 ///
+/// The connections it holds are limited as a [`Server`](crate::Server)'s are, with the
+/// [`ServerOptions`] defaults unless set here: at most 10 000 at once, 256 from one peer
+/// address (known when the server provides axum's `ConnectInfo<SocketAddr>`, as
+/// [`serve`](super::serve) does), the idlest one closed to make room when full; an upgrade
+/// over a limit gets `503 Service Unavailable`. Clones share their connection count.
+///
 /// ```
 /// use gotalk::ws::{Endpoint, OriginPolicy};
 /// use gotalk::Config;
 ///
-/// let endpoint = Endpoint::new(Config::new()).origin(OriginPolicy::SameHost);
+/// let endpoint = Endpoint::new(Config::new())
+///     .origin(OriginPolicy::SameHost)
+///     .max_connections(2_000)
+///     .max_connections_per_address(Some(20));
 /// let router: gotalk::ws::axum::Router = endpoint.router("/gotalk/");
 /// # let _ = router;
 /// ```
@@ -163,18 +174,37 @@ pub struct Endpoint {
     config: Config,
     origin: OriginPolicy,
     serve_js: bool,
-    limit: Option<Arc<Semaphore>>,
+    options: ServerOptions,
+    slots: Arc<Slots>,
 }
 
 impl Endpoint {
     /// An endpoint that serves every connection with `config`.
     pub fn new(config: Config) -> Endpoint {
+        let options = ServerOptions::default();
         Endpoint {
             config,
             origin: OriginPolicy::Any,
             serve_js: true,
-            limit: None,
+            slots: Slots::new(SlotLimits::of(&options)),
+            options,
         }
+    }
+
+    /// Takes the connection limits of `options` ([`ServerOptions::max_connections`],
+    /// [`max_connections_per_address`](ServerOptions::max_connections_per_address),
+    /// [`evict_idle_after`](ServerOptions::evict_idle_after)) and its
+    /// [`ws_message_allowance`](ServerOptions::ws_message_allowance). Its HTTP limits belong
+    /// to the HTTP server: see [`serve`](super::serve).
+    pub fn options(mut self, options: &ServerOptions) -> Endpoint {
+        self.options = options.clone();
+        self.slots = Slots::new(SlotLimits::of(&self.options));
+        self
+    }
+
+    fn with_options(self, f: impl FnOnce(ServerOptions) -> ServerOptions) -> Endpoint {
+        let options = f(self.options.clone());
+        self.options(&options)
     }
 
     /// Which pages may connect (default [`OriginPolicy::Any`]).
@@ -189,15 +219,47 @@ impl Endpoint {
         self
     }
 
-    /// Most connections served at once; further upgrades get `503 Service Unavailable`.
-    pub fn max_connections(mut self, n: usize) -> Endpoint {
-        self.limit = Some(Arc::new(Semaphore::new(n.max(1))));
-        self
+    /// Most connections served at once (default 10 000; see
+    /// [`ServerOptions::max_connections`]).
+    pub fn max_connections(self, n: usize) -> Endpoint {
+        self.with_options(|o| o.max_connections(n))
+    }
+
+    /// Most connections from one peer address (default 256; see
+    /// [`ServerOptions::max_connections_per_address`]).
+    pub fn max_connections_per_address(self, n: Option<usize>) -> Endpoint {
+        self.with_options(|o| o.max_connections_per_address(n))
+    }
+
+    /// How idle a connection must be to make room for a new one when the endpoint is full
+    /// (default 5 s; see [`ServerOptions::evict_idle_after`]).
+    pub fn evict_idle_after(self, idle: Option<std::time::Duration>) -> Endpoint {
+        self.with_options(|o| o.evict_idle_after(idle))
+    }
+
+    /// Bytes a WebSocket message may carry beyond the payload limit (default 64 KiB; see
+    /// [`ServerOptions::ws_message_allowance`]).
+    pub fn message_allowance(self, bytes: usize) -> Endpoint {
+        self.with_options(|o| o.ws_message_allowance(bytes))
     }
 
     /// The configuration every connection gets.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The connections open right now.
+    pub fn connections(&self) -> Vec<Sock> {
+        self.slots.connections()
+    }
+
+    /// How many connections are open right now.
+    pub fn connection_count(&self) -> usize {
+        self.slots.count()
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<Slots> {
+        &self.slots
     }
 
     /// An axum router with the endpoint at `mount` (e.g. `/gotalk/`, which also answers at
@@ -265,28 +327,20 @@ impl Endpoint {
             tracing::debug!(origin = ?info.origin(), "WebSocket refused by the origin policy");
             return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
         }
-        let permit = match &self.limit {
-            None => None,
-            Some(limit) => match limit.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n")
-                        .into_response()
-                }
-            },
+        let slot = match self.slots.admit(info.peer_addr.map(|a| a.ip())) {
+            Ok(slot) => slot,
+            Err(why) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+            }
         };
-        let max = max_message_size(&self.config);
+        let max = max_message_size(&self.config, self.options.ws_message_allowance);
         ws.max_message_size(max)
             .max_frame_size(max)
             .read_buffer_size(READ_BUFFER)
             .on_upgrade(move |socket| async move {
                 let peer = info.peer_addr.map(|a| a.to_string());
                 match adopt(socket, &self.config, peer, info).await {
-                    Ok(sock) => {
-                        if let Some(p) = permit {
-                            sock.hold_until_closed(Box::new(p));
-                        }
-                    }
+                    Ok(sock) => self.slots.attach(slot, &sock),
                     Err(e) => tracing::debug!("gotalk handshake over WebSocket failed: {e}"),
                 }
             })
@@ -357,6 +411,7 @@ async fn adopt(
 pub(crate) async fn listen(
     url: &str,
     endpoint: Endpoint,
+    _options: &ServerOptions,
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) -> Result<Addr> {
