@@ -159,7 +159,8 @@ pub async fn connect(url: &str, config: &Config) -> Result<Sock> {
     if target.secure {
         #[cfg(feature = "tls")]
         {
-            let stream = tls_handshake(target.authority, tcp, config).await?;
+            let stream =
+                crate::transport::tls::client_handshake(target.authority, tcp, config).await?;
             return client_over(url, stream, config, peer).await;
         }
         #[cfg(not(feature = "tls"))]
@@ -169,31 +170,6 @@ pub async fn connect(url: &str, config: &Config) -> Result<Sock> {
         });
     }
     client_over(url, tcp, config, peer).await
-}
-
-/// The TLS handshake of a `wss://` connection, with the settings of [`Config::tls`]; the
-/// certificate is checked against the URL's host.
-#[cfg(feature = "tls")]
-async fn tls_handshake(
-    authority: &str,
-    tcp: TcpStream,
-    config: &Config,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    use tokio_rustls::rustls::pki_types::ServerName;
-    let tls = config.get_tls().cloned().unwrap_or_default();
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let name = ServerName::try_from(host.clone())
-        .map_err(|e| Error::Tls(format!("{host:?} is not a valid TLS server name: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(tls.build()?);
-    tokio::time::timeout(config.get_handshake_timeout(), connector.connect(name, tcp))
-        .await
-        .map_err(|_| Error::Timeout("TLS handshake"))?
-        .map_err(|e| Error::Tls(format!("TLS handshake with {authority} failed: {e}")))
 }
 
 /// The WebSocket handshake over a connected stream, then gotalk.
