@@ -238,11 +238,11 @@ async fn invalid_utf8_in_a_text_frame_closes_only_that_connection() {
         .await
         .unwrap();
     let (data, code) = within("bad peer closed", bad.until_close()).await;
-    // RFC 6455 asks for 1007 (invalid payload data); the endpoint currently closes with 1000
-    // after refusing the frame. Either way the frame is not read and the connection ends.
-    assert!(
-        matches!(code, Some(1007) | Some(1000) | None),
-        "expected the connection to be closed, got close code {code:?} after {data:?}"
+    // RFC 6455: 1007, invalid payload data.
+    assert_eq!(
+        code,
+        Some(1007),
+        "expected close 1007 (invalid payload data) after {data:?}"
     );
     assert!(
         !data.iter().any(|d| d.starts_with(b"R0001")),

@@ -48,7 +48,7 @@ use crate::sock::{Config, Sock};
 mod adapter;
 mod endpoint;
 
-pub use adapter::{CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR_BASE, CLOSE_TOO_BIG};
+pub use adapter::{CLOSE_INVALID_TEXT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR_BASE, CLOSE_TOO_BIG};
 pub(crate) use endpoint::listen;
 pub use endpoint::{Endpoint, OriginPolicy, WsRequest};
 
@@ -98,6 +98,9 @@ impl WsMessage for tungstenite::Message {
 pub(crate) fn tungstenite_event(e: tungstenite::Error) -> io::Result<Event> {
     match e {
         tungstenite::Error::Capacity(c) => Ok(Event::TooBig(format!("WebSocket message: {c}"))),
+        tungstenite::Error::Utf8(e) => Ok(Event::InvalidText(format!(
+            "WebSocket text message is not UTF-8: {e}"
+        ))),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Ok(Event::Close)
         }
