@@ -406,12 +406,13 @@ async fn adopt(
 }
 
 /// Runs an endpoint on its own for [`crate::Server`]: binds `url`'s `host:port` and serves the
-/// endpoint at `url`'s path until `stop` turns true; then sets `done`. Returns the address
-/// bound (with the real port).
+/// endpoint at `url`'s path with [`serve`](super::serve) and the HTTP limits of `options`
+/// until `stop` turns true; then sets `done` once its HTTP connections have closed. Returns
+/// the address bound (with the real port).
 pub(crate) async fn listen(
     url: &str,
     endpoint: Endpoint,
-    _options: &ServerOptions,
+    options: &ServerOptions,
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) -> Result<Addr> {
@@ -434,16 +435,11 @@ pub(crate) async fn listen(
     let listener = tokio::net::TcpListener::bind(authority).await?;
     let local = listener.local_addr()?;
     let router: Router = endpoint.router(&mount);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let serve = super::serve(listener, router)
+        .options(options)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     tokio::spawn(async move {
         if let Err(e) = serve.await {
             tracing::warn!("WebSocket server stopped: {e}");
