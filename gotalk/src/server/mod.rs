@@ -38,7 +38,7 @@ use crate::limits::drain;
 use crate::sock::{Config, Sock};
 use crate::transport;
 
-mod options;
+pub(crate) mod options;
 pub(crate) mod slots;
 
 pub use options::{

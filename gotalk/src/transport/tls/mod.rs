@@ -27,8 +27,8 @@
 //! # let _ = (server, sock); Ok(()) }
 //! ```
 
-mod config;
-mod connect;
+pub(crate) mod config;
+pub(crate) mod connect;
 
 pub use config::{
     certs_from_pem, key_from_pem, roots_from_pem, roots_from_pem_file, webpki_roots, ClientAuth,

@@ -15,12 +15,12 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
-use super::{max_message_size, tungstenite_event, READ_BUFFER};
+use super::messages::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
+use crate::server::options::ServerOptions;
 use crate::server::slots::{SlotLimits, Slots};
-use crate::server::ServerOptions;
 use crate::sock::{Config, Sock};
 
 /// The HTTP request a WebSocket connection was upgraded from. Reach it from a handler with
@@ -85,7 +85,8 @@ type OriginCheck = Arc<dyn Fn(&WsRequest) -> bool + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub enum OriginPolicy {
-    /// Any page (the default, as in the reference).
+    /// Any page, and programs that send no `Origin` (the default; the reference accepts any
+    /// origin too, but refuses a request without one with `403`).
     #[default]
     Any,
     /// Only pages served by this same host: the origin's `host[:port]` equals the `Host`
@@ -435,7 +436,7 @@ pub(crate) async fn listen(
     let listener = tokio::net::TcpListener::bind(authority).await?;
     let local = listener.local_addr()?;
     let router: Router = endpoint.router(&mount);
-    let serve = super::serve(listener, router)
+    let serve = super::serve::serve(listener, router)
         .options(options)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -447,6 +448,15 @@ pub(crate) async fn listen(
         done.send_replace(true);
     });
     Ok(Addr::WebSocket(format!("ws://{local}{mount}")))
+}
+
+impl Sock {
+    /// For a connection accepted by a WebSocket [`Endpoint`]: the HTTP request it was upgraded
+    /// from (URI, headers such as `Origin`, `Cookie` or `User-Agent`, and the peer's address).
+    /// `None` for other connections.
+    pub fn ws_request(&self) -> Option<&WsRequest> {
+        self.transport_info::<WsRequest>()
+    }
 }
 
 #[cfg(test)]

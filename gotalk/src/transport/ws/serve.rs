@@ -25,8 +25,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::server::options::ServerOptions;
 use crate::server::slots::{AddrKey, Refusal};
-use crate::server::ServerOptions;
 
 /// Largest request head accepted (hyper's read buffer; bodies stream through it in pieces):
 /// bounds what a connection that trickles headers can make the server hold.
