@@ -1,7 +1,6 @@
 //! `gotalk serve`: the demo server. A web page with a chat and an echo/greet console
 //! (WebSocket, served with `gotalk.js`), and the same operations over TCP.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -174,8 +173,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", a.http)))?;
     let web = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        if let Err(e) = gotalk::ws::serve(listener, app).await {
             err_line(&format!("web server failed: {e}"));
         }
     });
