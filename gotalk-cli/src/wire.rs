@@ -157,7 +157,7 @@ impl StreamDecoder {
         } else if self.buf.is_empty() {
             None
         } else {
-            let reason = match frame::parse_header(&self.buf) {
+            let reason = match gotalk::header::parse_header(&self.buf) {
                 _ if self.frames == 0 && self.buf.len() < 2 => {
                     "the stream ends inside the protocol version (2 hex digits)".to_owned()
                 }

@@ -82,14 +82,17 @@
 
 pub mod addr;
 pub mod codec;
-mod conn;
 pub mod error;
 pub mod frame;
 pub mod handlers;
+#[doc(hidden)]
+pub mod header;
+mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
 mod outbox;
+mod pending;
 pub mod server;
 pub mod sock;
 pub mod stream;
@@ -97,7 +100,8 @@ pub mod transport;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
-pub use error::{CloseReason, Error, HandlerError, ProtocolErrorCode, Result, Side};
+pub use error::{CloseReason, Error, HandlerError, Result, Side};
+pub use frame::ProtocolErrorCode;
 pub use handlers::{
     default_handlers, handle, handle_buffer, handle_buffer_notification, handle_notification,
     handle_stream, Handlers,

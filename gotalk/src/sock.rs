@@ -41,15 +41,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::codec::{DecodeError, Decoded, Decoder, Oversized};
-use crate::conn::{fail_stream, Completed, IncomingStreams, PartTarget, Pending, Reply, Waiter};
-use crate::error::{CloseReason, Error, ProtocolErrorCode, Result, Side};
+use crate::error::{CloseReason, Error, PartResult, Result, Side};
 use crate::frame::{
-    encode_version, Message, MsgType, Name, NameTooLong, RequestId, MAX_NAME_LEN, PROTOCOL_VERSION,
+    encode_version, Message, MsgType, Name, NameTooLong, ProtocolErrorCode, RequestId,
+    MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 use crate::handlers::{default_handlers, Handlers, RequestHandler};
+use crate::incoming::{IncomingStreams, PartTarget};
 use crate::limits::{Admit, Counters, Limits};
 use crate::outbox::{poll_write_batch, Batch, Next, Outbox, Written};
-use crate::stream::{PartResult, StreamReceiver, StreamSender};
+use crate::pending::{fail_stream, Completed, Pending, Reply, Waiter};
+use crate::stream::{StreamReceiver, StreamSender};
 
 type SockCallback = Arc<dyn Fn(&Sock) + Send + Sync>;
 type CloseCallback = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;

@@ -13,12 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::error::{CloseReason, Error, Result};
+use crate::error::{CloseReason, Error, PartResult, Result};
 use crate::frame::{Message, Name, RequestId};
 use crate::sock::Sock;
-
-/// Items carried to a [`StreamReceiver`]: a part, an empty part for the end, or an error.
-pub(crate) type PartResult = std::result::Result<Bytes, Error>;
 
 /// Reads the parts of a stream, in order.
 ///
