@@ -60,8 +60,9 @@ impl WsRequest {
         self.header("host")
     }
 
-    /// The client's address, when the server was started with connect info (axum's
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, as [`crate::Server`] does).
+    /// The client's address, when the server provides axum's `ConnectInfo<SocketAddr>`
+    /// ([`serve`](super::serve) and [`crate::Server`] do; with `axum::serve`, use
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
     }
@@ -187,7 +188,7 @@ impl Endpoint {
             config,
             origin: OriginPolicy::Any,
             serve_js: true,
-            slots: Slots::new(SlotLimits::of(&options)),
+            slots: endpoint_slots(&options),
             options,
         }
     }
@@ -199,7 +200,7 @@ impl Endpoint {
     /// to the HTTP server: see [`serve`](super::serve).
     pub fn options(mut self, options: &ServerOptions) -> Endpoint {
         self.options = options.clone();
-        self.slots = Slots::new(SlotLimits::of(&self.options));
+        self.slots = endpoint_slots(&self.options);
         self
     }
 
@@ -346,6 +347,12 @@ impl Endpoint {
                 }
             })
     }
+}
+
+fn endpoint_slots(options: &ServerOptions) -> Arc<Slots> {
+    let slots = Slots::new(SlotLimits::of(options));
+    slots.set_name("WebSocket endpoint".into());
+    slots
 }
 
 /// `/gotalk` and `gotalk/` become `/gotalk/`.

@@ -229,13 +229,15 @@ async fn serve_connection(
         let router = router.clone();
         async move {
             let res = tower::ServiceExt::oneshot(router, req).await;
-            if let Ok(res) = &res {
+            res.map(|res| {
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                     // Never made to room for others while hyper hands the connection over.
                     busy.upgrading();
+                    return res;
                 }
-            }
-            res
+                // Busy until the whole body is written (or the connection ends).
+                res.map(|body| axum::body::Body::new(Sending { body, _busy: busy }))
+            })
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -262,6 +264,32 @@ async fn serve_connection(
         }
     }
     drop(ticket);
+}
+
+/// A response body on its way out: its connection counts as busy until it is dropped.
+struct Sending {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 // ---- the HTTP connections -------------------------------------------------------------
