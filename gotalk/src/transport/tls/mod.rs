@@ -34,7 +34,6 @@ pub use config::{
     certs_from_pem, key_from_pem, roots_from_pem, roots_from_pem_file, webpki_roots, ClientAuth,
     TlsClientConfig, TlsServerConfig,
 };
-pub(crate) use connect::client_handshake;
 pub use connect::{accept, connect};
 
 /// The rustls crate this module is built on, for callers who need its full configuration.

@@ -162,7 +162,8 @@ impl Connector {
             #[cfg(feature = "tls")]
             {
                 let stream =
-                    crate::transport::tls::client_handshake(target.authority, tcp, config).await?;
+                    crate::transport::tls::connect::client_handshake(target.authority, tcp, config)
+                        .await?;
                 return upgrade(url, request, stream, config, peer).await;
             }
             #[cfg(not(feature = "tls"))]
