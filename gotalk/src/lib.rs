@@ -82,6 +82,8 @@
 
 pub mod addr;
 pub mod codec;
+pub mod config;
+mod decide;
 pub mod error;
 pub mod frame;
 pub mod handlers;
@@ -91,6 +93,7 @@ mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
+mod notification;
 mod outbox;
 mod pending;
 pub mod server;
@@ -100,6 +103,7 @@ pub mod transport;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
+pub use config::Config;
 pub use error::{CloseReason, Error, HandlerError, Result, Side};
 pub use frame::ProtocolErrorCode;
 pub use handlers::{
@@ -107,8 +111,9 @@ pub use handlers::{
     handle_stream, Handlers,
 };
 pub use limits::Limits;
+pub use notification::Notification;
 pub use server::{Server, ServerOptions};
-pub use sock::{Config, Notification, Sock};
+pub use sock::Sock;
 pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;

@@ -62,7 +62,7 @@ impl State {
     fn show(&self, sock: &Sock, t: MsgType, name: &str, payload: &[u8]) {
         let seen = Seen {
             time: Some(SystemTime::now()),
-            conn: sock.user_data::<u64>().map(|c| *c),
+            conn: sock.data::<u64>().map(|c| *c),
             peer: sock.peer_addr().map(str::to_owned),
             ..Seen::default()
         };
@@ -131,7 +131,7 @@ pub async fn run(a: ListenArgs) -> CmdResult {
         .handlers(h)
         .on_open(move |sock| {
             let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
-            sock.set_user_data(n);
+            sock.insert_data(n);
             let seen = Seen {
                 time: Some(SystemTime::now()),
                 conn: Some(n),
@@ -143,7 +143,7 @@ pub async fn run(a: ListenArgs) -> CmdResult {
         .on_close(move |sock, reason| {
             let seen = Seen {
                 time: Some(SystemTime::now()),
-                conn: sock.user_data::<u64>().map(|c| *c),
+                conn: sock.data::<u64>().map(|c| *c),
                 peer: sock.peer_addr().map(str::to_owned),
                 ..Seen::default()
             };

@@ -33,9 +33,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::Result;
 use crate::limits::drain;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 use crate::transport;
 
 pub(crate) mod options;
@@ -109,7 +110,7 @@ impl Server {
 
     /// Binds a TCP address (`tls://host:port`, `tcp://host:port` or `host:port`) and serves
     /// gotalk over TLS on it: every accepted connection does the TLS handshake (within the
-    /// [`Config::handshake_timeout`]) before the gotalk one. [`Server::local_addr`] is a
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)) before the gotalk one. [`Server::local_addr`] is a
     /// `tls://` address. See [`transport::tls`].
     #[cfg(feature = "tls")]
     pub async fn bind_tls(

@@ -208,7 +208,7 @@ impl Slots {
             if open.evicted || open.sock.requests_in_progress() > 0 {
                 continue;
             }
-            let at = open.sock.last_active();
+            let at = open.sock.last_activity();
             if at > cutoff || best.is_some_and(|(b, _)| at >= b) {
                 continue;
             }

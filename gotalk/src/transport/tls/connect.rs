@@ -8,15 +8,16 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::config::tls_err;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// Performs the server side of the TLS handshake on an accepted TCP connection (within the
-/// [`Config::handshake_timeout`]), then serves gotalk over it.
+/// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)), then serves gotalk over it.
 pub async fn accept(stream: TcpStream, acceptor: &TlsAcceptor, config: &Config) -> Result<Sock> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let tls = tokio::time::timeout(config.get_handshake_timeout(), acceptor.accept(stream))
+    let tls = tokio::time::timeout(config.limits.handshake_wait(), acceptor.accept(stream))
         .await
         .map_err(|_| Error::Timeout("TLS handshake"))?
         .map_err(|e| {
@@ -48,14 +49,14 @@ fn host_of(host_port: &str) -> &str {
 }
 
 /// The client side of the TLS handshake over a connected TCP stream to `host_port`, within the
-/// [`Config::handshake_timeout`], with the settings of [`Config::tls`]: the server's
+/// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout), with the settings of [`Config::tls`]: the server's
 /// certificate is checked against their server name, else against the host of `host_port`.
 pub(crate) async fn client_handshake(
     host_port: &str,
     tcp: TcpStream,
     config: &Config,
 ) -> Result<TlsStream<TcpStream>> {
-    let tls = config.get_tls().cloned().unwrap_or_default();
+    let tls = config.tls.clone().unwrap_or_default();
     let name = tls
         .name_override()
         .unwrap_or_else(|| host_of(host_port))
@@ -64,7 +65,7 @@ pub(crate) async fn client_handshake(
         .map_err(|e| tls_err(format!("{name:?} is not a valid TLS server name: {e}")))?;
     let connector = TlsConnector::from(tls.build()?);
     tokio::time::timeout(
-        config.get_handshake_timeout(),
+        config.limits.handshake_wait(),
         connector.connect(server_name, tcp),
     )
     .await

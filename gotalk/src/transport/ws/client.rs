@@ -12,9 +12,10 @@ use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 use super::messages::{max_message_size, tungstenite_event, READ_BUFFER};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::server::options::DEFAULT_WS_MESSAGE_ALLOWANCE;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// Connects to a gotalk WebSocket endpoint at `url` (`ws://host:port/path` or
 /// `wss://host:port/path`) and starts serving the connection with `config`, sending an
@@ -231,7 +232,7 @@ where
         .max_frame_size(Some(max))
         .read_buffer_size(READ_BUFFER);
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
-    let (ws, _response) = tokio::time::timeout(config.get_handshake_timeout(), handshake)
+    let (ws, _response) = tokio::time::timeout(config.limits.handshake_wait(), handshake)
         .await
         .map_err(|_| Error::Timeout("WebSocket handshake"))?
         .map_err(|e| match e {

@@ -17,11 +17,12 @@ use tokio::sync::watch;
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 use super::messages::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
 use crate::server::options::ServerOptions;
 use crate::server::slots::{SlotLimits, Slots};
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// The HTTP request a WebSocket connection was upgraded from. Reach it from a handler with
 /// [`Sock::ws_request`].

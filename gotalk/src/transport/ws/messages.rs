@@ -6,7 +6,7 @@ use std::io;
 use tokio_tungstenite::tungstenite;
 
 use super::adapter::{Event, WsMessage};
-use crate::sock::Config;
+use crate::config::Config;
 
 /// Most bytes tungstenite reads from the socket at a time (its `read_buffer_size`; the default
 /// is 128 KiB). tungstenite zero-fills this much of its read buffer before every read, however
@@ -18,7 +18,7 @@ pub(crate) const READ_BUFFER: usize = 16 * 1024;
 /// Largest WebSocket message accepted under `config`: the payload limit plus `allowance` for
 /// the headers of a peer that sends several messages in one WebSocket message.
 pub(crate) fn max_message_size(config: &Config, allowance: usize) -> usize {
-    (config.get_limits().get_max_payload() as usize).saturating_add(allowance)
+    (config.limits.max_payload as usize).saturating_add(allowance)
 }
 
 impl WsMessage for tungstenite::Message {
