@@ -148,3 +148,24 @@ async fn a_full_server_closes_its_idlest_heartbeat_only_connection_for_a_new_one
     }
     newcomer.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_has_given_its_slot_back_once_closed_returns() {
+    let server = bind(&ServerSpec {
+        max_connections: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let addr = server.local_addr().to_string();
+    for _ in 0..50 {
+        let client = within("connect", gotalk::connect_with(&addr, &quiet()))
+            .await
+            .expect("the only slot was not given back");
+        assert_eq!(&client.buffer_request("echo", "x").await.unwrap()[..], b"x");
+        let conn = server.connections().pop().expect("registered");
+        conn.close();
+        within("closed", conn.closed()).await;
+        assert_eq!(server.connection_count(), 0);
+        within("client sees the end", client.closed()).await;
+    }
+}

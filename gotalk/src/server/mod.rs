@@ -302,9 +302,8 @@ async fn accept_loop(
         let Ok(slot) = slots.admit(peer) else {
             continue;
         };
-        let config = config.clone();
+        let config = slots.config_for(slot, &config);
         let tls = tls.clone();
-        let slots = slots.clone();
         tokio::spawn(async move {
             let _ = &tls; // unused without the `tls` feature
             let res = match conn {
@@ -316,9 +315,8 @@ async fn accept_loop(
                 Conn::Tcp(s) => transport::tcp::adopt(s, &config).await,
                 Conn::Unix(s) => transport::unix::adopt(s, &config, Some("unix".into())).await,
             };
-            match res {
-                Ok(sock) => slots.attach(slot, &sock),
-                Err(e) => tracing::debug!("handshake failed: {e}"),
+            if let Err(e) = res {
+                tracing::debug!("handshake failed: {e}");
             }
         });
     }

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::options::ServerOptions;
+use crate::config::Config;
 use crate::sock::Sock;
 
 /// Connections closed to make room that may still be closing at once: beyond the cap, the
@@ -242,9 +243,25 @@ impl Slots {
         s.last_refusal_log = Some(now);
     }
 
-    /// Registers the connection holding `slot` once its handshake is done, and has it hold the
-    /// slot until it has fully closed.
-    pub(crate) fn attach(&self, slot: Slot, sock: &Sock) {
+    /// The configuration for the connection that holds `slot`: once its handshake is done (and
+    /// before the user's `on_open`, before it serves anything), it is registered and holds the
+    /// slot until it has fully closed. If the handshake fails, the slot goes with the config.
+    pub(crate) fn config_for(self: &Arc<Self>, slot: Slot, config: &Config) -> Config {
+        let mut config = config.clone();
+        let slots = self.clone();
+        let slot = Mutex::new(Some(slot));
+        config.callbacks.internal_open = Some(Arc::new(move |sock: &Sock| {
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(slot) = taken {
+                slots.attach(slot, sock);
+            }
+        }));
+        config
+    }
+
+    /// Registers the connection holding `slot`, and has it hold the slot until it has fully
+    /// closed.
+    fn attach(&self, slot: Slot, sock: &Sock) {
         let closing = {
             let mut s = self.lock();
             s.open.insert(

@@ -342,9 +342,9 @@ impl Endpoint {
             .read_buffer_size(READ_BUFFER)
             .on_upgrade(move |socket| async move {
                 let peer = info.peer_addr.map(|a| a.to_string());
-                match adopt(socket, &self.config, peer, info).await {
-                    Ok(sock) => self.slots.attach(slot, &sock),
-                    Err(e) => tracing::debug!("gotalk handshake over WebSocket failed: {e}"),
+                let config = self.slots.config_for(slot, &self.config);
+                if let Err(e) = adopt(socket, &config, peer, info).await {
+                    tracing::debug!("gotalk handshake over WebSocket failed: {e}");
                 }
             })
     }
