@@ -11,7 +11,10 @@
 //! | [`write_queue`](Limits::write_queue) | 1024 messages | senders wait when full | back-pressure |
 //! | [`stream_queue`](Limits::stream_queue) | 32 parts | reader waits when full | back-pressure |
 //!
-//! Request limits count per connection, so one peer's flood never starves another peer.
+//! Request limits count per connection, so one peer's flood never starves another peer. The
+//! limits of a server as a whole (connections in total and per peer address, which idle one
+//! makes room, the HTTP side of a WebSocket port, the WebSocket message allowance) are
+//! [`ServerOptions`](crate::ServerOptions).
 //!
 //! ```
 //! use std::time::Duration;
