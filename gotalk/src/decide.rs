@@ -134,7 +134,7 @@ pub(crate) fn decode_error(e: &DecodeError) -> Action {
 fn message(cx: &Ctx<'_>, streams: &mut IncomingStreams, m: Message) -> Action {
     match m {
         Message::SingleRequest { id, op, payload } => {
-            let Some(RequestHandler::Buffer(h)) = cx.handlers.find_request(&op) else {
+            let Some(RequestHandler::Buffer(h)) = cx.handlers.find_request_for(&op, false) else {
                 return Action::Answer(error_result(id, unknown_op(&op)));
             };
             match cx.counters.admit(cx.limits, false) {
@@ -153,7 +153,7 @@ fn message(cx: &Ctx<'_>, streams: &mut IncomingStreams, m: Message) -> Action {
             }
             let refusal = match cx.counters.admit(cx.limits, true) {
                 Admit::StreamsDisabled => error_result(id, STREAMS_DISABLED.into()),
-                admit => match cx.handlers.find_request(&op) {
+                admit => match cx.handlers.find_request_for(&op, true) {
                     Some(RequestHandler::Stream(h)) if admit == Admit::Yes => {
                         return Action::Stream {
                             id,
