@@ -1,7 +1,7 @@
 //! The smallest web page that talks gotalk: type a message, the server echoes it back.
 //!
 //! ```text
-//! cargo run --example websocket-minimal            # then open the URL it prints
+//! cargo run --example websocket-minimal            # a free port; open the URL it prints
 //! cargo run --example websocket-minimal -- --addr 127.0.0.1:8080
 //! cargo run --example websocket-minimal -- --check # self-test: serve, connect, echo, exit
 //! ```
@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use gotalk::ws::axum::{response::Html, routing::get, Router};
-use gotalk::ws::Endpoint;
+use gotalk::ws::{Endpoint, OriginPolicy};
 use gotalk::{Config, Handlers};
 
 const PAGE: &str = r#"<!DOCTYPE html>
@@ -55,7 +55,8 @@ const PAGE: &str = r#"<!DOCTYPE html>
 fn app() -> Router {
     let mut handlers = Handlers::new();
     handlers.handle("echo", |text: String| async move { Ok(text) });
-    let endpoint = Endpoint::new(Config::new().handlers(handlers));
+    // Only pages served here (and programs, which send no Origin) may connect.
+    let endpoint = Endpoint::new(Config::new().handlers(handlers)).origin(OriginPolicy::SameHost);
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .merge(endpoint.router("/gotalk/"))
@@ -65,8 +66,9 @@ async fn serve(addr: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHand
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let app = app().into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        // gotalk::ws::serve, not axum::serve: it times out slow request heads and caps the
+        // HTTP connections waiting for one.
+        if let Err(e) = gotalk::ws::serve(listener, app()).await {
             eprintln!("server failed: {e}");
         }
     });
@@ -96,7 +98,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .position(|a| a == "--addr")
         .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:1235", String::as_str);
+        // A free port by default: a fixed one fails when something (the demo, on 1235) has it.
+        .map_or("127.0.0.1:0", String::as_str);
     let (local, task) = serve(addr).await?;
     println!("open http://{local}/ in a web browser (Ctrl-C to stop)");
     task.await?;

@@ -113,18 +113,8 @@ async fn worker(addr: &str, name: String, slowdown: u64) -> Result<(), String> {
     let options = PoolOptions::new()
         .reconnect(Duration::from_millis(50), Duration::from_secs(1))
         .on_connect(|sock| async move { Workers::offer(&sock, &["job"]).await });
+    // Our heartbeats report, by default, the jobs in progress against the limit.
     let conn = KeepAlive::open(addr, config, options).map_err(|e| e.to_string())?;
-    // The load our heartbeats report: jobs in progress against the limit.
-    let c = conn.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Some(sock) = c.sock() {
-                let busy = sock.requests_in_progress().min(WORKER_LIMIT);
-                sock.set_heartbeat_load((busy * 0xffff / WORKER_LIMIT) as u16);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
     let _ = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
@@ -146,11 +136,9 @@ async fn coordinator(n: usize, jobs: u32, check: bool) -> Result<(), String> {
     );
     let mut h = Handlers::new();
     workers.install(&mut h);
-    let config = workers.config(
-        Config::new()
-            .handlers(h)
-            .heartbeat_interval(Some(Duration::from_secs(1))),
-    );
+    let config = Config::new()
+        .handlers(h)
+        .heartbeat_interval(Some(Duration::from_secs(1)));
     let server = Server::bind("127.0.0.1:0", config)
         .await
         .map_err(|e| e.to_string())?;

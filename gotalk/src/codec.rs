@@ -35,7 +35,7 @@ use crate::header::{self, message_from_parts, message_with_name, parse_hex};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// The peer's protocol version (always the first frame). The decoder has already checked
-    /// that it is [`frame::PROTOCOL_VERSION`].
+    /// that it is [`crate::frame::PROTOCOL_VERSION`].
     Version(u8),
     /// A complete message.
     Message(Message),

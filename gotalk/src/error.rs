@@ -41,10 +41,23 @@ pub enum CloseReason {
         detail: String,
     },
     /// Reading or writing the connection failed.
-    Io(String),
+    Io {
+        /// What kind of failure it was (e.g. `ConnectionReset`, `TimedOut`, `UnexpectedEof`).
+        kind: std::io::ErrorKind,
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 impl CloseReason {
+    /// An I/O failure, keeping its kind.
+    pub fn io(e: &std::io::Error) -> CloseReason {
+        CloseReason::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
     /// The protocol error code, if a protocol error ended the connection.
     pub fn protocol_error_code(&self) -> Option<ProtocolErrorCode> {
         match self {
@@ -70,7 +83,7 @@ impl fmt::Display for CloseReason {
                 }
                 Ok(())
             }
-            CloseReason::Io(e) => write!(f, "connection failed: {e}"),
+            CloseReason::Io { message, .. } => write!(f, "connection failed: {message}"),
         }
     }
 }
@@ -220,8 +233,16 @@ impl HandlerError {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    /// The error's message; for an [`Error`] from a request to another peer, the peer's own
+    /// message unchanged (a handler that forwards a peer's error with `?` adds no prefix, however
+    /// many hops the error travels) and its RetryResult wait.
     fn from(e: E) -> HandlerError {
-        HandlerError::msg(e)
+        let any: &dyn std::any::Any = &e;
+        match any.downcast_ref::<Error>() {
+            Some(Error::Remote(text)) => HandlerError::msg(text),
+            Some(Error::Retry { wait, message }) => HandlerError::retry(*wait, message),
+            _ => HandlerError::msg(e),
+        }
     }
 }
 

@@ -63,10 +63,10 @@
 //! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
 //! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
-//! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
+//! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
 //! | [`pool`] | many peers: [`KeepAlive`] (reconnects), [`Pool`] (load-aware choice among responders, in `pool/choose.rs`), [`Workers`] (workers that dial in); request deadlines |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
-//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
+//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
 //! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
 //!
@@ -83,6 +83,8 @@
 
 pub mod addr;
 pub mod codec;
+pub mod config;
+mod decide;
 pub mod error;
 pub mod frame;
 pub mod handlers;
@@ -92,6 +94,7 @@ mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
+mod notification;
 mod outbox;
 mod pending;
 pub mod pool;
@@ -102,6 +105,7 @@ pub mod transport;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
+pub use config::Config;
 pub use error::{CloseReason, Error, HandlerError, Result, Side};
 pub use frame::ProtocolErrorCode;
 pub use handlers::{
@@ -109,9 +113,10 @@ pub use handlers::{
     handle_stream, Handlers,
 };
 pub use limits::Limits;
+pub use notification::Notification;
 pub use pool::{KeepAlive, Pool, Workers};
 pub use server::{Server, ServerOptions};
-pub use sock::{Config, Notification, Sock};
+pub use sock::Sock;
 pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;

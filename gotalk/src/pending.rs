@@ -65,6 +65,15 @@ pub(crate) enum Completed {
     Unknown,
 }
 
+/// Where a part of a streaming result (`S`) goes.
+#[derive(Debug)]
+pub(crate) enum StreamResultTarget {
+    /// To our stream request's receiver (an empty part ends it; its entry is then gone).
+    Stream(mpsc::Sender<PartResult>),
+    /// The ID is not one of our stream requests (a single request's, or unknown).
+    NotStream,
+}
+
 /// Our requests in flight, keyed by request ID, plus whether the connection has closed.
 ///
 /// Registering a request and closing the connection happen under the same lock, so a request
@@ -170,17 +179,17 @@ impl Pending {
         self.closed.clone().unwrap_or(CloseReason::Local)
     }
 
-    /// For a stream waiter: a clone of its channel, leaving it registered.
-    pub(crate) fn stream_sender(&self, id: RequestId) -> Option<mpsc::Sender<PartResult>> {
+    /// Where a part (`end`: the empty last part) of the streaming result of `id` goes; the
+    /// last one takes the request out of the table.
+    pub(crate) fn stream_result(&mut self, id: RequestId, end: bool) -> StreamResultTarget {
         match self.waiting.get(&id.as_u32()) {
-            Some(Waiter::Stream(tx)) => Some(tx.clone()),
-            _ => None,
+            Some(Waiter::Stream(tx)) if !end => StreamResultTarget::Stream(tx.clone()),
+            Some(Waiter::Stream(_)) => match self.waiting.remove(&id.as_u32()) {
+                Some(Waiter::Stream(tx)) => StreamResultTarget::Stream(tx),
+                _ => StreamResultTarget::NotStream,
+            },
+            _ => StreamResultTarget::NotStream,
         }
-    }
-
-    /// Whether `id` is waiting for a streaming result.
-    pub(crate) fn is_stream(&self, id: RequestId) -> bool {
-        matches!(self.waiting.get(&id.as_u32()), Some(Waiter::Stream(_)))
     }
 
     /// Marks the connection closed. Single requests stay in the table (their tasks take the

@@ -30,9 +30,7 @@ async fn coordinator(bind: &str, options: PoolOptions) -> (Workers, Server) {
     let workers = Workers::new(options);
     let mut h = Handlers::new();
     workers.install(&mut h);
-    let server = Server::bind(bind, workers.config(Config::new().handlers(h)))
-        .await
-        .unwrap();
+    let server = Server::bind(bind, Config::new().handlers(h)).await.unwrap();
     (workers, server)
 }
 

@@ -12,7 +12,7 @@
 //! For the pool benchmarks (`pool-bench`), a gotalk responder can wait `--delay-ms` before
 //! answering (an I/O-bound operation), take at most `--limit` requests at a time per
 //! connection (more get a RetryResult asking for `--retry-ms`), and send heartbeats every
-//! `--heartbeat-ms` carrying its load: requests in progress against the limit.
+//! `--heartbeat-ms` (carrying, by default, its load: requests in progress against the limit).
 
 use std::io::Write;
 use std::time::Duration;
@@ -60,23 +60,9 @@ async fn run(args: Args) {
                 .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
             let a = server.local_addr().to_string();
             announce(a.strip_prefix("tcp://").unwrap_or(&a));
-            match (responder.limit, responder.heartbeat) {
-                (Some(limit), Some(_)) => report_load(&server, limit).await,
-                _ => std::future::pending::<()>().await,
-            }
+            std::future::pending::<()>().await;
         }
         other => fail(&format!("unknown --proto {other:?} (floor, gotalk, ws)")),
-    }
-}
-
-/// Keeps every connection's heartbeat load at its requests in progress against `limit`.
-async fn report_load(server: &gotalk::Server, limit: u32) -> ! {
-    loop {
-        for sock in server.connections() {
-            let busy = sock.requests_in_progress().min(limit);
-            sock.set_heartbeat_load((u64::from(busy) * 0xffff / u64::from(limit)) as u16);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

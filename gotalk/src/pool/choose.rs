@@ -50,7 +50,7 @@ use crate::sock::Sock;
 #[non_exhaustive]
 pub enum Balance {
     /// Power of two choices over in-flight requests weighted by the responder's heartbeat load
-    /// (see the [module docs](self)).
+    /// (see the [`pool` module docs](super)).
     #[default]
     LeastLoaded,
     /// Each usable responder in turn, whatever its load.
@@ -70,17 +70,13 @@ const LOAD_CLAMP: u64 = 0xff00;
 /// How long the room a responder showed by refusing a request is remembered, in ms.
 const ROOM_KEPT_MS: u64 = 1000;
 
-/// One responder as the chooser sees it: what it told us (heartbeat load, a wait, how many
-/// requests it takes) and its current connection.
+/// One responder as the chooser sees it: what it told us (a wait, how many requests it takes)
+/// and its current connection (whose [`Sock::peer_load`] is the load of its last heartbeat).
 ///
 /// A request writes nothing here, only to its [`Conn`]: what every request reads stays in
 /// every core's cache.
 #[derive(Debug)]
 pub(crate) struct Responder {
-    /// Load of its last heartbeat.
-    load: AtomicU32,
-    /// When its last heartbeat arrived ([`now_ms`]); 0: none on this connection.
-    heard: AtomicU64,
     /// Until when it asked us to wait ([`now_ms`]); 0: it did not.
     retry_until: AtomicU64,
     /// How many of our requests it took when it last refused one (0: unknown), and until when
@@ -117,13 +113,16 @@ impl Conn {
     fn requests(&self) -> u64 {
         self.counts.load(Ordering::Relaxed) >> 32
     }
+
+    /// The load of the peer's last heartbeat on it (0 before the first).
+    fn load(&self) -> u16 {
+        self.sock.peer_load().map_or(0, |(load, _)| load)
+    }
 }
 
 impl Responder {
     pub(crate) fn new(label: impl Into<String>) -> Responder {
         Responder {
-            load: AtomicU32::new(0),
-            heard: AtomicU64::new(0),
             retry_until: AtomicU64::new(0),
             room: AtomicU32::new(0),
             room_until: AtomicU64::new(0),
@@ -133,8 +132,7 @@ impl Responder {
         }
     }
 
-    /// Its connection is `sock` from now on (heartbeats on it may have been heard already:
-    /// they can arrive with the handshake).
+    /// Its connection is `sock` from now on.
     pub(crate) fn connected(self: &Arc<Self>, sock: Sock) {
         self.retry_until.store(0, Ordering::Relaxed);
         self.room.store(0, Ordering::Relaxed);
@@ -148,13 +146,11 @@ impl Responder {
         }
     }
 
-    /// It has no connection any more (`sock`, if given, must be the one that went): what its
-    /// heartbeats said is forgotten.
+    /// It has no connection any more (`sock`, if given, must be the one that went).
     pub(crate) fn disconnected(&self, sock: Option<&Sock>) {
         let current = self.conn.load();
         match (sock, current.as_ref()) {
-            // Down already, or up again on another connection (whose first heartbeat may
-            // have come before it was offered): nothing to forget.
+            // Down already, or up again on another connection: nothing to do.
             (_, None) => return,
             (Some(gone), Some(now)) if !gone.same_as(&now.sock) => return,
             _ => {}
@@ -168,8 +164,6 @@ impl Responder {
             if let Some(old) = current.as_ref() {
                 self.retire(old);
             }
-            self.load.store(0, Ordering::Relaxed);
-            self.heard.store(0, Ordering::Relaxed);
         }
     }
 
@@ -177,12 +171,6 @@ impl Responder {
     fn retire(&self, old: &Conn) {
         self.past_requests
             .fetch_add(old.requests(), Ordering::Relaxed);
-    }
-
-    /// A heartbeat arrived with `load`.
-    pub(crate) fn heard(&self, load: u16) {
-        self.load.store(u32::from(load), Ordering::Relaxed);
-        self.heard.store(now_ms(), Ordering::Relaxed);
     }
 
     /// It refused one of our requests with a RetryResult asking for `wait` before we send it
@@ -213,10 +201,11 @@ impl Responder {
         false
     }
 
-    /// Whether it has sent heartbeats on this connection and the last is older than `timeout`.
+    /// Whether it has sent heartbeats on its connection and the last is older than `timeout`.
     pub(crate) fn is_stale(&self, timeout: Duration) -> bool {
-        let heard = self.heard.load(Ordering::Relaxed);
-        heard != 0 && now_ms().saturating_sub(heard) > timeout.as_millis() as u64
+        let conn = self.conn.load();
+        let last = conn.as_ref().and_then(|c| c.sock.peer_load());
+        last.is_some_and(|(_, at)| at.elapsed() > timeout)
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -243,21 +232,17 @@ impl Responder {
 
     /// Its connection and our requests in flight there, if it is usable: up, and not asking
     /// us to wait.
-    fn usable(&self) -> Option<View<'_>> {
+    fn usable(&self) -> Option<View> {
         let conn = self.conn.load();
         let in_flight = conn.as_ref()?.in_flight();
         if self.waiting_until().is_some() {
             return None;
         }
-        Some(View {
-            responder: self,
-            conn,
-            in_flight,
-        })
+        Some(View { conn, in_flight })
     }
 
     /// Usable, with room for one more.
-    fn ready(&self) -> Option<View<'_>> {
+    fn ready(&self) -> Option<View> {
         self.usable().filter(|v| self.has_room(v.in_flight))
     }
 
@@ -275,32 +260,32 @@ impl Responder {
             up: conn.is_some(),
             in_flight: on_conn(|c| u64::from(c.in_flight())) as u32,
             requests: self.past_requests.load(Ordering::Relaxed) + on_conn(Conn::requests),
-            load: self.load.load(Ordering::Relaxed) as u16,
+            load: on_conn(|c| u64::from(c.load())) as u16,
             waiting: self
                 .waiting_until()
                 .map(|until| Duration::from_millis(until.saturating_sub(now_ms()))),
         }
     }
-
-    fn load_term(&self) -> u64 {
-        u64::from(self.load.load(Ordering::Relaxed)).min(LOAD_CLAMP)
-    }
 }
 
 /// A usable responder as one choice saw it.
-struct View<'a> {
-    responder: &'a Responder,
+struct View {
     conn: arc_swap::Guard<Option<Arc<Conn>>>,
     in_flight: u32,
 }
 
-impl View<'_> {
+impl View {
     /// `cost(self) < cost(other)`, without dividing (see the module docs).
     fn cheaper_than(&self, other: &View) -> bool {
-        let (ia, la) = (u64::from(self.in_flight), self.responder.load_term());
-        let (ib, lb) = (u64::from(other.in_flight), other.responder.load_term());
+        let (ia, la) = (u64::from(self.in_flight), self.load_term());
+        let (ib, lb) = (u64::from(other.in_flight), other.load_term());
         // (ia+1)/(1-la) < (ib+1)/(1-lb)  ⇔  (ia+1)·(65536-lb) < (ib+1)·(65536-la)
         (ia + 1) * (65536 - lb) < (ib + 1) * (65536 - la)
+    }
+
+    fn load_term(&self) -> u64 {
+        let load = self.conn.as_ref().map_or(0, |c| c.load());
+        u64::from(load).min(LOAD_CLAMP)
     }
 
     /// The connection, with a request counted in flight on it until the [`Checkout`] is
@@ -437,10 +422,7 @@ pub(crate) fn choose(members: &[Arc<Responder>], balance: Balance, turn: &Atomic
 }
 
 /// The power of two choices among the members `ok` gives a view of (some are out).
-fn two_of<'a>(
-    members: &'a [Arc<Responder>],
-    ok: fn(&'a Responder) -> Option<View<'a>>,
-) -> Option<View<'a>> {
+fn two_of(members: &[Arc<Responder>], ok: fn(&Responder) -> Option<View>) -> Option<View> {
     let n = members.iter().filter(|r| ok(r).is_some()).count();
     let nth = |k: usize| members.iter().filter_map(|r| ok(r)).nth(k);
     match n {
@@ -462,11 +444,20 @@ mod tests {
     /// A responder connected over an in-memory pipe (the other end is returned, to keep the
     /// connection open), with `in_flight` of ours on it and its last heartbeat's `load`.
     async fn up(label: &str, in_flight: u32, load: u16) -> (Arc<Responder>, Sock) {
-        let (ours, theirs) = crate::transport::pipe().await.unwrap();
+        // The peer's own heartbeats off: only the one sent here says its load.
+        let quiet = crate::Config::new().heartbeat_interval(None);
+        let (ours, theirs) = crate::transport::pipe_with(&crate::Config::new(), &quiet)
+            .await
+            .unwrap();
+        if load != 0 {
+            theirs.send_heartbeat(load).await.unwrap();
+            while ours.peer_load().map(|(l, _)| l) != Some(load) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         let r = Arc::new(Responder::new(label));
         r.connected(ours);
         set_in_flight(&r, in_flight);
-        r.load.store(u32::from(load), Ordering::Relaxed);
         (r, theirs)
     }
 
@@ -477,6 +468,12 @@ mod tests {
             .unwrap()
             .counts
             .store(u64::from(n), Ordering::Relaxed);
+    }
+
+    /// Whether `v` is a view of `r`.
+    fn is(v: &View, r: &Responder) -> bool {
+        let (a, b) = (v.conn.as_ref().unwrap(), r.conn.load_full().unwrap());
+        Arc::ptr_eq(a, &b)
     }
 
     fn cheaper(a: &Responder, b: &Responder) -> bool {
@@ -508,10 +505,7 @@ mod tests {
         let mut wins = [0u32; 3];
         for _ in 0..3000 {
             let v = two_of(&members, Responder::usable).unwrap();
-            let i = members
-                .iter()
-                .position(|m| std::ptr::eq(&**m, v.responder))
-                .unwrap();
+            let i = members.iter().position(|m| is(&v, m)).unwrap();
             wins[i] += 1;
         }
         // With nothing in flight, the loaded one loses every comparison it is in.
@@ -572,7 +566,7 @@ mod tests {
         set_in_flight(&members[1], 20);
         for _ in 0..100 {
             let v = two_of(&members, Responder::ready).unwrap();
-            assert!(std::ptr::eq(v.responder, &*members[1]));
+            assert!(is(&v, &members[1]));
         }
         // Below what it took, it has room again; and the memory fades.
         set_in_flight(&members[0], 6);
@@ -596,7 +590,7 @@ mod tests {
     async fn staleness_needs_a_heartbeat_first() {
         let (r, _p) = up("a", 0, 0).await;
         assert!(!r.is_stale(Duration::ZERO));
-        r.heard(7);
+        let (r, _p) = up("a", 0, 7).await;
         std::thread::sleep(Duration::from_millis(3));
         assert!(r.is_stale(Duration::from_millis(1)));
         assert!(!r.is_stale(Duration::from_secs(60)));

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,8 +18,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 use crate::stream::{StreamReceiver, StreamSender};
 use crate::ProtocolErrorCode;
 
@@ -50,7 +51,7 @@ impl Link {
     ) -> Arc<Link> {
         let responder = Arc::new(Responder::new(addr.clone()));
         let link = Arc::new(Link {
-            config: tracked(config, &responder, &changes),
+            config: config.clone(),
             addr,
             options: options.clone(),
             responder,
@@ -173,7 +174,7 @@ impl Link {
                     sock.close();
                     return true;
                 }
-                _ = sock.closed() => return false,
+                _ = sock.closing() => return false,
                 _ = check.tick(), if limit.is_some() => {
                     if limit.is_some_and(|t| self.responder.is_stale(t)) {
                         tracing::info!(addr = %self.addr, "heartbeats stopped; reconnecting");
@@ -193,41 +194,6 @@ fn backoff(options: &PoolOptions, level: u32) -> Duration {
         .saturating_mul(1u32 << level.min(20))
         .min(options.reconnect_max);
     full.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
-/// `config` for connections whose heartbeats and closing the chooser must learn about at
-/// once, keeping the user's callbacks.
-pub(crate) fn tracked(
-    config: &Config,
-    responder: &Arc<Responder>,
-    changes: &Arc<watch::Sender<u64>>,
-) -> Config {
-    let user_close = config.on_close_callback();
-    let user_heartbeat = config.on_heartbeat_callback();
-    let (r_close, r_beat): (Weak<Responder>, Weak<Responder>) =
-        (Arc::downgrade(responder), Arc::downgrade(responder));
-    let changes = Arc::downgrade(changes);
-    config
-        .clone()
-        .on_close(move |sock, reason| {
-            if let Some(r) = r_close.upgrade() {
-                r.disconnected(Some(sock));
-            }
-            if let Some(c) = changes.upgrade() {
-                c.send_modify(|n| *n = n.wrapping_add(1));
-            }
-            if let Some(cb) = &user_close {
-                cb(sock, reason);
-            }
-        })
-        .on_heartbeat(move |sock, load, time| {
-            if let Some(r) = r_beat.upgrade() {
-                r.heard(load);
-            }
-            if let Some(cb) = &user_heartbeat {
-                cb(sock, load, time);
-            }
-        })
 }
 
 impl Roster for Link {

@@ -18,9 +18,11 @@
 //! not asked us to wait, and still send heartbeats, the power of two choices over our requests
 //! in flight weighted by the responder's last heartbeat `load` ([`Balance::LeastLoaded`]).
 //! A responder that answers slowly collects requests in flight and is chosen less; one that
-//! reports a high load is chosen less in proportion. Our own heartbeats carry the `load` set
-//! with [`Sock::set_heartbeat_load`]; a responder should send heartbeats often enough for its
-//! load to matter (say every second: [`Config::heartbeat_interval`](crate::Config::heartbeat_interval)).
+//! reports a high load is chosen less in proportion. The load is what [`Sock::peer_load`]
+//! says: our own heartbeats report, unless [set] otherwise, the
+//! requests in progress against the request limit. A responder should send heartbeats often
+//! enough for its load to matter (say every second:
+//! [`Config::heartbeat_interval`](crate::Config::heartbeat_interval)).
 //!
 //! ## What happens to a request
 //! 1. **Deadline.** A request can have one ([`PoolOptions::timeout`] for all, or
@@ -30,10 +32,10 @@
 //!    [`PoolOptions::connect_timeout`], and for its result as long as its connection lives,
 //!    as on a [`Sock`]. Protocol version 1 has no message to
 //!    cancel a request: the responder finishes it anyway, and its result, if it comes later,
-//!    is dropped. The same holds for a request future dropped by its caller: its slot (in
-//!    flight on the responder, pending on the connection) is given back at once. A handler
-//!    can stop long work when its requestor's connection closes by selecting on
-//!    [`Sock::closed`].
+//!    is dropped (and counted: [`Sock::late_results`]). The same holds for a request future
+//!    dropped by its caller: its slot (in flight on the responder, pending on the
+//!    connection) is given back at once. A handler can stop long work when its requestor's
+//!    connection closes by selecting on [`Sock::closing`].
 //! 2. **No responder up.** The request waits for one, up to its deadline (or
 //!    `connect_timeout`), or — with
 //!    [`wait_for_connection(false)`](PoolOptions::wait_for_connection) — fails at once with
@@ -81,8 +83,10 @@
 //! | `workers.rs` | [`Workers`]: the workers that dialed in, by operation offered |
 //!
 //! [`Sock`]: crate::Sock
-//! [`Sock::set_heartbeat_load`]: crate::Sock::set_heartbeat_load
-//! [`Sock::closed`]: crate::Sock::closed
+//! [`Sock::peer_load`]: crate::Sock::peer_load
+//! [`Sock::late_results`]: crate::Sock::late_results
+//! [`Sock::closing`]: crate::Sock::closing
+//! [set]: crate::Sock::set_heartbeat_load
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -97,8 +101,8 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::Result;
-use crate::sock::Config;
 use crate::stream::{StreamReceiver, StreamSender};
 
 mod choose;

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::error::{Error, HandlerError, Result};
 use crate::frame::MAX_NAME_LEN;
 use crate::handlers::Handlers;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 use crate::stream::{StreamReceiver, StreamSender};
 use crate::ProtocolErrorCode;
 
@@ -58,7 +58,7 @@ const MAX_OFFERED: usize = 256;
 /// let workers = Workers::new(PoolOptions::new().timeout(Some(Duration::from_secs(5))));
 /// let mut h = Handlers::new();
 /// workers.install(&mut h);
-/// let server = Server::bind("127.0.0.1:0", workers.config(Config::new().handlers(h))).await?;
+/// let server = Server::bind("127.0.0.1:0", Config::new().handlers(h)).await?;
 ///
 /// // A worker (usually another process).
 /// let mut wh = Handlers::new();
@@ -91,14 +91,16 @@ struct Inner {
 /// Who offers what.
 #[derive(Default)]
 struct Board {
-    /// Every worker that offered, by connection.
-    workers: HashMap<usize, Worker>,
+    /// Every worker that offered, by a number of its own.
+    workers: HashMap<u64, Worker>,
+    next_id: u64,
     /// The workers offering each operation (rebuilt on every change; read per request).
     by_op: HashMap<String, Vec<Arc<Responder>>>,
 }
 
 struct Worker {
     responder: Arc<Responder>,
+    sock: Sock,
     ops: Vec<String>,
 }
 
@@ -153,33 +155,6 @@ impl Workers {
                 Ok(())
             }
         });
-    }
-
-    /// The coordinator's connection settings, made to tell this set at once when a worker's
-    /// connection closes and what load its heartbeats report (the user's callbacks still run).
-    pub fn config(&self, config: Config) -> Config {
-        let user_close = config.on_close_callback();
-        let user_heartbeat = config.on_heartbeat_callback();
-        let (on_close, on_beat) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
-        config
-            .on_close(move |sock, reason| {
-                if let Some(inner) = on_close.upgrade() {
-                    inner.left(sock);
-                }
-                if let Some(cb) = &user_close {
-                    cb(sock, reason);
-                }
-            })
-            .on_heartbeat(move |sock, load, time| {
-                if let Some(inner) = on_beat.upgrade() {
-                    if let Some(w) = inner.board.read().workers.get(&sock.key()) {
-                        w.responder.heard(load);
-                    }
-                }
-                if let Some(cb) = &user_heartbeat {
-                    cb(sock, load, time);
-                }
-            })
     }
 
     /// For a worker: tells the coordinator at the other end of `sock` which operations this
@@ -327,28 +302,41 @@ impl Inner {
         ops.dedup();
         let joined = {
             let mut board = this.board.write();
-            // Closed meanwhile: `left` already ran (or will find nothing); do not add it back.
+            // Closed meanwhile: its watcher may have come and gone; do not add it back.
             if sock.is_closed() {
                 return;
             }
-            let joined = !board.workers.contains_key(&sock.key());
-            let w = board.workers.entry(sock.key()).or_insert_with(|| {
-                let label = sock.peer_addr().unwrap_or("worker").to_owned();
-                let r = Arc::new(Responder::new(label));
-                r.connected(sock.clone());
-                Worker {
-                    responder: r,
-                    ops: Vec::new(),
+            let joined = match board.workers.values_mut().find(|w| w.sock.same_as(sock)) {
+                Some(w) => {
+                    w.ops = ops;
+                    None
                 }
-            });
-            w.ops = ops;
+                None => {
+                    let label = sock.peer_addr().unwrap_or("worker").to_owned();
+                    let responder = Arc::new(Responder::new(label));
+                    responder.connected(sock.clone());
+                    board.next_id += 1;
+                    let id = board.next_id;
+                    board.workers.insert(
+                        id,
+                        Worker {
+                            responder: responder.clone(),
+                            sock: sock.clone(),
+                            ops,
+                        },
+                    );
+                    Some((id, responder))
+                }
+            };
             board.rebuild();
             joined
         };
-        if joined {
+        if let Some((id, responder)) = joined {
             tracing::debug!(peer = ?sock.peer_addr(), "worker joined");
             tokio::spawn(watch_worker(
                 Arc::downgrade(this),
+                id,
+                responder,
                 sock.clone(),
                 this.options.heartbeat_timeout,
             ));
@@ -356,11 +344,11 @@ impl Inner {
         this.bump();
     }
 
-    /// `sock`'s worker (if it was one) is gone.
-    fn left(&self, sock: &Sock) {
+    /// Worker `id` is gone.
+    fn left(&self, id: u64) {
         let gone = {
             let mut board = self.board.write();
-            let gone = board.workers.remove(&sock.key());
+            let gone = board.workers.remove(&id);
             if gone.is_some() {
                 board.rebuild();
             }
@@ -368,29 +356,28 @@ impl Inner {
         };
         if let Some(w) = gone {
             w.responder.disconnected(None);
-            tracing::debug!(peer = ?sock.peer_addr(), "worker left");
+            tracing::debug!(peer = ?w.sock.peer_addr(), "worker left");
             self.bump();
         }
     }
 }
 
-/// Removes a worker once its connection closes (even with a config not made by
-/// [`Workers::config`]), closing it first if its heartbeats stop.
-async fn watch_worker(inner: Weak<Inner>, sock: Sock, limit: Option<Duration>) {
+/// Removes worker `id` as soon as its connection starts closing, closing it first if its
+/// heartbeats stop.
+async fn watch_worker(
+    inner: Weak<Inner>,
+    id: u64,
+    responder: Arc<Responder>,
+    sock: Sock,
+    limit: Option<Duration>,
+) {
     let every = limit.map_or(Duration::MAX, |t| (t / 4).max(Duration::from_millis(10)));
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            _ = sock.closed() => break,
+            _ = sock.closing() => break,
             _ = check.tick(), if limit.is_some() => {
-                let Some(inner) = inner.upgrade() else { return };
-                let stale = inner
-                    .board
-                    .read()
-                    .workers
-                    .get(&sock.key())
-                    .is_some_and(|w| limit.is_some_and(|t| w.responder.is_stale(t)));
-                if stale {
+                if limit.is_some_and(|t| responder.is_stale(t)) {
                     tracing::info!(peer = ?sock.peer_addr(), "worker's heartbeats stopped; closing");
                     sock.close_with_error(ProtocolErrorCode::TIMEOUT);
                 }
@@ -398,7 +385,7 @@ async fn watch_worker(inner: Weak<Inner>, sock: Sock, limit: Option<Duration>) {
         }
     }
     if let Some(inner) = inner.upgrade() {
-        inner.left(&sock);
+        inner.left(id);
     }
 }
 
