@@ -264,6 +264,7 @@ impl Responder {
             waiting: self
                 .waiting_until()
                 .map(|until| Duration::from_millis(until.saturating_sub(now_ms()))),
+            last_error: None,
         }
     }
 }
@@ -314,6 +315,9 @@ pub struct ResponderStats {
     pub load: u16,
     /// How much longer it asked us to wait (a RetryResult), if it did.
     pub waiting: Option<Duration>,
+    /// While it is down: why the last attempt to connect to it failed (for a pool's or a
+    /// keep-alive connection's responders).
+    pub last_error: Option<String>,
 }
 
 /// A chosen responder's connection, with a request counted in flight on it until dropped.

@@ -84,6 +84,13 @@ impl Link {
         self.last_error.lock().clone()
     }
 
+    /// Its responder as the chooser sees it, and why the last dial failed.
+    pub(crate) fn stats(&self) -> ResponderStats {
+        let mut stats = self.responder.stats();
+        stats.last_error = self.last_error();
+        stats
+    }
+
     /// "down (last error: …)" or "connecting", for error messages.
     pub(crate) fn describe(&self) -> String {
         match self.last_error() {
@@ -363,7 +370,7 @@ impl KeepAlive {
 
     /// The connection as the chooser sees it: up or not, requests in flight, the peer's load.
     pub fn stats(&self) -> ResponderStats {
-        self.link().responder.stats()
+        self.link().stats()
     }
 
     /// Stops reconnecting and closes the connection; requests waiting for a connection fail

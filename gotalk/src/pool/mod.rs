@@ -260,10 +260,10 @@ impl Pool {
     /// Every responder as the chooser sees it now, in the order of the addresses.
     pub fn stats(&self) -> Vec<ResponderStats> {
         self.inner()
-            .responders
-            .load()
+            .links
+            .lock()
             .iter()
-            .map(|r| r.stats())
+            .map(|l| l.stats())
             .collect()
     }
 
