@@ -5,6 +5,11 @@
 //! goes, so a caller can print a live line; the [`Report`] gives requests/s, MB/s and latency
 //! percentiles.
 //!
+//! Several addresses, separated by commas, spread the load over them: each of the `conns` is
+//! then a [`gotalk::Pool`] with one connection to every address, choosing for each request the
+//! least loaded (see [`gotalk::pool`]), and the report says how many requests each address
+//! answered.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), gotalk::Error> {
 //! use std::sync::Arc;
@@ -26,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gotalk::pool::{Pool, PoolOptions};
 use gotalk::{Config, Sock};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -33,7 +39,8 @@ use serde::Serialize;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Where to connect (any address [`gotalk::connect_with`] accepts).
+    /// Where to connect (any address [`gotalk::connect_with`] accepts), or several separated
+    /// by commas (see the module docs).
     pub addr: String,
     /// Connection settings (TLS, limits); heartbeats are best left off.
     pub config: Config,
@@ -128,6 +135,73 @@ pub struct Report {
     pub mb_per_sec: f64,
     /// Latency of successful requests.
     pub latency_us: Latency,
+    /// With several addresses: the requests each one answered (every attempt counts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub responders: Vec<Responder>,
+}
+
+/// One of several addresses in a [`Report`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Responder {
+    /// The address.
+    pub addr: String,
+    /// Requests sent to it.
+    pub requests: u64,
+}
+
+/// Where a benchmark's requests go: one connection, or a pool over several addresses.
+#[derive(Clone)]
+enum Client {
+    Sock(Sock),
+    Pool(Pool),
+}
+
+impl Client {
+    async fn request(&self, op: &str, payload: Bytes) -> Result<Bytes, gotalk::Error> {
+        match self {
+            Client::Sock(s) => s.buffer_request(op, payload).await,
+            Client::Pool(p) => p.buffer_request(op, payload).await,
+        }
+    }
+
+    /// Whether `e` means this client can send nothing more.
+    fn is_dead(&self, e: &gotalk::Error) -> bool {
+        match self {
+            Client::Sock(_) => e.is_closed(),
+            // A pool has other connections, and dials lost ones again.
+            Client::Pool(_) => matches!(e, gotalk::Error::Unavailable(_)),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Client::Sock(s) => s.close(),
+            Client::Pool(p) => p.close(),
+        }
+    }
+}
+
+/// Opens a pool over `addrs` and waits until every address is connected; fails as soon as
+/// one cannot be (or, if dials hang, after 10 s).
+async fn open_pool(addrs: &[&str], config: &Config) -> Result<Pool, gotalk::Error> {
+    let pool = Pool::open(addrs, config.clone(), PoolOptions::new())?;
+    let t0 = Instant::now();
+    loop {
+        let stats = pool.stats();
+        if stats.iter().all(|s| s.up) {
+            return Ok(pool);
+        }
+        let failed = stats.iter().find(|s| s.last_error.is_some());
+        if failed.is_some() || t0.elapsed() > Duration::from_secs(10) {
+            pool.close();
+            let why = match failed {
+                Some(s) => format!("{}: {}", s.addr, s.last_error.as_deref().unwrap_or("")),
+                None => "not every address connected within 10s".into(),
+            };
+            return Err(gotalk::Error::Unavailable(why));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 struct Shared {
@@ -145,9 +219,21 @@ fn new_hist() -> Histogram<u64> {
 pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gotalk::Error> {
     let conns = opts.conns.max(1);
     let inflight = opts.inflight.max(1);
-    let mut socks: Vec<Sock> = Vec::with_capacity(conns);
+    let mut clients: Vec<Client> = Vec::with_capacity(conns);
     for _ in 0..conns {
-        socks.push(gotalk::connect_with(&opts.addr, &opts.config).await?);
+        let client = match crate::util::several_addrs(&opts.addr) {
+            Some(addrs) => open_pool(&addrs, &opts.config).await.map(Client::Pool),
+            None => gotalk::connect_with(&opts.addr, &opts.config)
+                .await
+                .map(Client::Sock),
+        };
+        match client {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                clients.iter().for_each(Client::close);
+                return Err(e);
+            }
+        }
     }
     let shared = Arc::new(Shared {
         hist: Mutex::new(new_hist()),
@@ -156,9 +242,9 @@ pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gota
     let start = Instant::now();
     let deadline = start + opts.duration;
     let mut tasks = Vec::with_capacity(conns * inflight);
-    for sock in &socks {
+    for client in &clients {
         for _ in 0..inflight {
-            let sock = sock.clone();
+            let client = client.clone();
             let op = opts.op.clone();
             let payload = opts.payload.clone();
             let progress = progress.clone();
@@ -167,7 +253,7 @@ pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gota
                 let mut hist = new_hist();
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    match sock.buffer_request(&op, payload.clone()).await {
+                    match client.request(&op, payload.clone()).await {
                         Ok(out) => {
                             let ns = t0.elapsed().as_nanos().max(1) as u64;
                             let _ = hist.record(ns.min(hist.high()));
@@ -185,7 +271,7 @@ pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gota
                                     *first = Some(e.to_string());
                                 }
                             }
-                            if e.is_closed() {
+                            if client.is_dead(&e) {
                                 break;
                             }
                             // An error answer comes back fast: do not spin on a wrong op.
@@ -205,8 +291,20 @@ pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gota
         let _ = t.await;
     }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
-    for s in &socks {
-        s.close();
+    let mut responders: Vec<Responder> = Vec::new();
+    for c in &clients {
+        if let Client::Pool(p) = c {
+            for s in p.stats() {
+                match responders.iter_mut().find(|r| r.addr == s.addr) {
+                    Some(r) => r.requests += s.requests,
+                    None => responders.push(Responder {
+                        addr: s.addr,
+                        requests: s.requests,
+                    }),
+                }
+            }
+        }
+        c.close();
     }
     let hist = shared.hist.lock().unwrap_or_else(|p| p.into_inner());
     let requests = progress.requests.load(Ordering::Relaxed);
@@ -240,6 +338,7 @@ pub async fn run(opts: &Options, progress: Arc<Progress>) -> Result<Report, gota
         requests_per_sec: requests as f64 / elapsed,
         mb_per_sec: progress.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
         latency_us: latency,
+        responders,
     })
 }
 
@@ -247,13 +346,16 @@ impl Report {
     /// The human summary printed at the end of `gotalk bench`.
     pub fn text(&self) -> String {
         let l = &self.latency_us;
+        let over = match self.responders.len() {
+            0 => format!("{} connection(s)", self.conns),
+            n => format!("{} pool(s) of {n} addresses", self.conns),
+        };
         let mut s = format!(
-            "{} requests in {:.2}s over {} connection(s) × {} in flight, {}-byte payloads\n\
+            "{} requests in {:.2}s over {over} × {} in flight, {}-byte payloads\n\
              {:>12.0} req/s\n{:>12.2} MB/s (payload, both directions)\n\
              latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (mean {:.1})",
             self.requests,
             self.elapsed_secs,
-            self.conns,
             self.inflight,
             self.size,
             self.requests_per_sec,
@@ -264,6 +366,13 @@ impl Report {
             l.max,
             l.mean,
         );
+        for r in &self.responders {
+            s.push_str(&format!(
+                "\n{:>12} requests to {}",
+                r.requests,
+                crate::escape::line(&r.addr)
+            ));
+        }
         if self.errors > 0 {
             s.push_str(&format!(
                 "\n{} request(s) failed; first error: {}",

@@ -51,6 +51,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The addresses in `addr`, if it names several, separated by commas (`a:1,b:2`); empty names
+/// are skipped. `None` for a single address.
+///
+/// ```
+/// use gotalk_cli::util::several_addrs;
+/// assert_eq!(several_addrs("a:1, b:2,"), Some(vec!["a:1", "b:2"]));
+/// assert_eq!(several_addrs("a:1"), None);
+/// ```
+pub fn several_addrs(addr: &str) -> Option<Vec<&str>> {
+    addr.contains(',').then(|| {
+        addr.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect()
+    })
+}
+
 /// Parses a whole number between `min` and `max` (inclusive), saying which bounds apply when
 /// it is not.
 ///

@@ -11,7 +11,7 @@ use clap::Args;
 use gotalk::{Config, Limits};
 use gotalk_cli::bench::{payload_of_size, run as run_bench, Options, Progress};
 use gotalk_cli::escape;
-use gotalk_cli::util::{parse_bounded, read_payload_arg};
+use gotalk_cli::util::{parse_bounded, read_payload_arg, several_addrs};
 
 use super::dial::describe;
 use super::{duration_arg, fail, out_line, parse_addr, usage, ClientTls, CmdResult};
@@ -21,17 +21,25 @@ Examples:
   gotalk serve &   # a server with an echo operation on 127.0.0.1:1234
   gotalk bench 127.0.0.1:1234 --conns 4 --inflight 16 --duration 5s
   gotalk bench 127.0.0.1:1234 --size 1048576 --inflight 8 --json
+  gotalk bench 10.0.0.1:1234,10.0.0.2:1234 --inflight 64   # spread over two servers
 
 Each connection keeps --inflight requests outstanding for --duration. The payload is --size
 bytes (a JSON string, so JSON handlers accept it too) unless --payload is given. MB/s counts
-payload bytes in both directions. Exit code 1 if any request failed.";
+payload bytes in both directions. Exit code 1 if any request failed.
+
+Several addresses separated by commas spread the load: each connection of --conns is then a
+pool with one connection to every address, sending each request to the least loaded one
+(requests in flight, weighted by the load the server reports in its heartbeats), and the
+report says how many requests each address got.";
 
 /// Arguments of `gotalk bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...)
+    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...);
+    /// several addresses separated by commas spread the load over them
     pub addr: String,
-    /// Connections to open (1 to 10000)
+    /// Connections to open (1 to 10000; with several addresses, pools of one connection to
+    /// each)
     #[arg(long, value_name = "N", default_value = "1", value_parser = conns_arg)]
     pub conns: usize,
     /// Requests kept in flight on each connection (1 to 65536)
@@ -80,8 +88,14 @@ fn size_arg(s: &str) -> Result<usize, String> {
 }
 
 pub async fn run(a: BenchArgs) -> CmdResult {
-    parse_addr(&a.addr)?;
-    a.tls.check(&a.addr)?;
+    let addrs = several_addrs(&a.addr).unwrap_or_else(|| vec![a.addr.as_str()]);
+    if addrs.is_empty() {
+        return Err(usage(format!("no address in {:?}", a.addr)));
+    }
+    for addr in addrs {
+        parse_addr(addr)?;
+        a.tls.check(addr)?;
+    }
     if a.conns.saturating_mul(a.inflight) > MAX_REQUESTS_IN_FLIGHT {
         return Err(usage(format!(
             "--conns × --inflight is {}; at most {MAX_REQUESTS_IN_FLIGHT} requests can be in flight",

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use gotalk::{Config, Error, Handlers, Limits, Sock};
+use gotalk::pool::{Pool, PoolOptions};
+use gotalk::{Config, Error, Handlers, Limits, Sock, StreamReceiver, StreamSender};
 use gotalk_cli::escape;
-use gotalk_cli::util::{read_line, read_payload_arg, Line};
+use gotalk_cli::util::{read_line, read_payload_arg, several_addrs, Line};
 
 use super::dial::{describe, dial};
-use super::{duration_arg, err_line, fail, usage, ClientTls, CmdResult, Fail};
+use super::{duration_arg, err_line, fail, parse_addr, usage, ClientTls, CmdResult, Fail};
 
 pub const CALL_HELP: &str = "\
 Examples:
@@ -20,6 +21,7 @@ Examples:
   gotalk call unix:///tmp/app.sock config @request.json
   echo '{\"name\":\"Bob\"}' | gotalk call tls://example.com:443 greet -
   printf 'a\\nb\\n' | gotalk call localhost:1234 stream-echo --stream
+  gotalk call 10.0.0.1:1234,10.0.0.2:1234 greet '{\"name\":\"Bob\"}'
 
 The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise; on a
 terminal, control characters and escape sequences from the peer are shown escaped). An error
@@ -28,12 +30,16 @@ in progress are shown on stderr.
 
 With --stream, each line of standard input is a part, and result parts are printed as they
 arrive: pretty on a terminal; to a pipe, one part per line (compact JSON, other parts as they
-are followed by a newline, --raw parts byte for byte followed by a newline).";
+are followed by a newline, --raw parts byte for byte followed by a newline).
+
+Several addresses separated by commas: the call goes to the least loaded of those that answer
+the dial (a pool; see gotalk bench), waiting for one within three quarters of --timeout.";
 
 /// Arguments of `gotalk call`.
 #[derive(Args, Debug)]
 pub struct CallArgs {
-    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...)
+    /// Where to connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT, ws://...);
+    /// several addresses separated by commas: the least loaded that answers
     pub addr: String,
     /// The operation to call
     pub op: String,
@@ -187,6 +193,67 @@ async fn close(sock: &Sock) {
     let _ = tokio::time::timeout(Duration::from_secs(2), sock.closed()).await;
 }
 
+/// Who a call goes to: one connection, or a pool over several addresses.
+enum Callee {
+    Sock(Sock),
+    Pool(Pool),
+}
+
+impl Callee {
+    /// Connects to `addr`; for several addresses (separated by commas), opens a pool that
+    /// waits for one of them for three quarters of `timeout` (as `dial` does for a handshake),
+    /// so that its error, naming every address and why it is down, comes before the timeout.
+    async fn open(
+        addr: &str,
+        config: &Config,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<Callee, Fail> {
+        let Some(addrs) = several_addrs(addr) else {
+            return dial(addr, config, tls, timeout).await.map(Callee::Sock);
+        };
+        if addrs.is_empty() {
+            return Err(usage(format!("no address in {addr:?}")));
+        }
+        for a in &addrs {
+            parse_addr(a)?;
+            tls.check(a)?;
+        }
+        let wait = if timeout.is_zero() {
+            // "Forever", as far as a timer goes.
+            Duration::from_secs(86_400 * 365)
+        } else {
+            timeout.mul_f64(0.75)
+        };
+        let options = PoolOptions::new().connect_timeout(wait);
+        Pool::open(&addrs, config.clone(), options)
+            .map(Callee::Pool)
+            .map_err(usage)
+    }
+
+    async fn buffer_request(&self, op: &str, payload: Bytes) -> Result<Bytes, Error> {
+        match self {
+            Callee::Sock(s) => s.buffer_request(op, payload).await,
+            Callee::Pool(p) => p.buffer_request(op, payload).await,
+        }
+    }
+
+    async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver), Error> {
+        match self {
+            Callee::Sock(s) => s.stream_request(op).await,
+            Callee::Pool(p) => p.stream_request(op).await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Callee::Sock(s) => close(s).await,
+            // A call's answer is in: nothing is queued that closing would have to flush.
+            Callee::Pool(p) => p.close(),
+        }
+    }
+}
+
 pub async fn call(a: CallArgs) -> CmdResult {
     let config = client_config(&a.tls)?;
     if a.stream {
@@ -194,9 +261,9 @@ pub async fn call(a: CallArgs) -> CmdResult {
     }
     let payload = payload(a.payload.as_deref(), a.raw)?;
     let out = with_timeout(a.timeout, &format!("calling {}", a.op), async {
-        let sock = dial(&a.addr, &config, &a.tls, a.timeout).await?;
-        let res = sock.buffer_request(&a.op, payload).await;
-        close(&sock).await;
+        let callee = Callee::open(&a.addr, &config, &a.tls, a.timeout).await?;
+        let res = callee.buffer_request(&a.op, payload).await;
+        callee.close().await;
         res.map_err(|e| request_error(&a.op, e))
     })
     .await?;
@@ -207,16 +274,19 @@ pub async fn call(a: CallArgs) -> CmdResult {
 async fn stream(a: CallArgs, config: Config) -> CmdResult {
     // In a stream the first payload is a part like the others: sent as it is.
     let first = payload(a.payload.as_deref(), true)?;
-    let sock = with_timeout(
+    let callee = with_timeout(
         a.timeout,
         "connecting",
-        dial(&a.addr, &config, &a.tls, a.timeout),
+        Callee::open(&a.addr, &config, &a.tls, a.timeout),
     )
     .await?;
-    let (mut tx, mut rx) = sock
-        .stream_request(&a.op)
-        .await
-        .map_err(|e| request_error(&a.op, e))?;
+    let (mut tx, mut rx) = with_timeout(a.timeout, "connecting", async {
+        callee
+            .stream_request(&a.op)
+            .await
+            .map_err(|e| request_error(&a.op, e))
+    })
+    .await?;
     let op = a.op.clone();
     // A line is a part: it cannot be longer than a payload may be.
     let max_line = Limits::default().max_payload as usize;
@@ -280,7 +350,7 @@ async fn stream(a: CallArgs, config: Config) -> CmdResult {
     if let Some(s) = sender {
         s.abort();
     }
-    close(&sock).await;
+    callee.close().await;
     result
 }
 
