@@ -225,8 +225,16 @@ async fn a_peer_speaking_plain_protocol_v1_is_a_valid_worker() {
     raw.send(&answer.to_bytes()).await.unwrap();
     assert_eq!(&within("job", job).await.unwrap().unwrap()[..], b"HEY");
 
-    // Offering nothing withdraws.
+    // Offering again so soon is refused with a wait (a peer must not make the coordinator
+    // redo its tables in a loop); once it is over, offering nothing withdraws.
     raw.send(&req(rid(2), OFFER_OP, b"[]")).await.unwrap();
+    let wait = match raw.next().await {
+        Some(Message::RetryResult { wait_ms, .. }) => Duration::from_millis(wait_ms.into()),
+        other => panic!("expected a RetryResult, got {other:?}"),
+    };
+    assert_eq!(workers.offering("shout"), 1);
+    tokio::time::sleep(wait).await;
+    raw.send(&req(rid(3), OFFER_OP, b"[]")).await.unwrap();
     assert!(matches!(
         raw.next().await,
         Some(Message::SingleResult { .. })
@@ -240,8 +248,11 @@ async fn bad_offers_are_refused_with_a_clear_error() {
     let mut raw = RawPeer::connect(&server.local_addr().to_string()).await;
     let too_many =
         serde_json::to_vec(&(0..300).map(|i| format!("op{i}")).collect::<Vec<_>>()).unwrap();
-    let cases: [(&[u8], &str); 4] = [
+    let names = (0..5).map(|i| format!("{i}{}", "x".repeat(4000)));
+    let too_long = serde_json::to_vec(&names.collect::<Vec<_>>()).unwrap();
+    let cases: [(&[u8], &str); 5] = [
         (&too_many, "at most 256 operations"),
+        (&too_long, "bytes of operation names"),
         (br#"["ok", ""]"#, "not an operation name"),
         (br#"{"ops": 1}"#, "unexpected parameter type"),
         (b"garbage", "unexpected parameter type"),

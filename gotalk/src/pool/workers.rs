@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -38,6 +38,13 @@ pub const OFFER_OP: &str = "workers.offer";
 
 /// Most operations one worker may offer.
 const MAX_OFFERED: usize = 256;
+
+/// Most bytes of operation names one worker may offer (they are kept while it is connected).
+const MAX_OFFERED_BYTES: usize = 16 * 1024;
+
+/// Least time between two offers on one connection: each one changes what every request
+/// looks up, so a peer must not make the coordinator do it in a loop.
+const OFFER_GAP: Duration = Duration::from_secs(1);
 
 /// The connected workers of a coordinator, by the operations they offer; requests sent
 /// through it go to the least loaded worker offering the operation (see the
@@ -101,21 +108,29 @@ struct Board {
 struct Worker {
     responder: Arc<Responder>,
     sock: Sock,
+    /// Sorted, without repeats.
     ops: Vec<String>,
+    offered_at: Instant,
 }
 
 impl Board {
-    fn rebuild(&mut self) {
-        let mut by_op: HashMap<String, Vec<Arc<Responder>>> = HashMap::new();
-        for w in self.workers.values() {
-            for op in &w.ops {
-                by_op
-                    .entry(op.clone())
-                    .or_default()
-                    .push(w.responder.clone());
+    /// Moves `responder` from the lists of the operations in `old` to those in `new` (both
+    /// sorted): the cost is that of the change, not of every worker's offer.
+    fn change(&mut self, responder: &Arc<Responder>, old: &[String], new: &[String]) {
+        for op in old.iter().filter(|op| new.binary_search(op).is_err()) {
+            if let Some(list) = self.by_op.get_mut(op) {
+                list.retain(|r| !Arc::ptr_eq(r, responder));
+                if list.is_empty() {
+                    self.by_op.remove(op);
+                }
             }
         }
-        self.by_op = by_op;
+        for op in new.iter().filter(|op| old.binary_search(op).is_err()) {
+            self.by_op
+                .entry(op.clone())
+                .or_default()
+                .push(responder.clone());
+        }
     }
 }
 
@@ -151,8 +166,7 @@ impl Workers {
                     .upgrade()
                     .ok_or_else(|| HandlerError::msg("this coordinator takes no workers"))?;
                 check_offer(&ops)?;
-                Inner::offered(&inner, &sock, ops);
-                Ok(())
+                Inner::offered(&inner, &sock, ops)
             }
         });
     }
@@ -279,6 +293,12 @@ fn check_offer(ops: &[String]) -> std::result::Result<(), HandlerError> {
             ops.len()
         )));
     }
+    let bytes: usize = ops.iter().map(String::len).sum();
+    if bytes > MAX_OFFERED_BYTES {
+        return Err(HandlerError::msg(format!(
+            "a worker may offer at most {MAX_OFFERED_BYTES} bytes of operation names ({bytes} offered)"
+        )));
+    }
     if let Some(bad) = ops
         .iter()
         .find(|op| op.is_empty() || op.len() > MAX_NAME_LEN)
@@ -297,24 +317,40 @@ impl Inner {
     }
 
     /// A worker offered `ops` on `sock`.
-    fn offered(this: &Arc<Inner>, sock: &Sock, mut ops: Vec<String>) {
+    fn offered(
+        this: &Arc<Inner>,
+        sock: &Sock,
+        mut ops: Vec<String>,
+    ) -> std::result::Result<(), HandlerError> {
         ops.sort();
         ops.dedup();
         let joined = {
-            let mut board = this.board.write();
+            let mut guard = this.board.write();
+            let board = &mut *guard;
             // Closed meanwhile: its watcher may have come and gone; do not add it back.
             if sock.is_closed() {
-                return;
+                return Ok(());
             }
-            let joined = match board.workers.values_mut().find(|w| w.sock.same_as(sock)) {
+            match board.workers.values_mut().find(|w| w.sock.same_as(sock)) {
                 Some(w) => {
-                    w.ops = ops;
+                    let since = w.offered_at.elapsed();
+                    if since < OFFER_GAP {
+                        return Err(HandlerError::retry(
+                            OFFER_GAP - since,
+                            "a worker may offer once a second",
+                        ));
+                    }
+                    let old = std::mem::replace(&mut w.ops, ops);
+                    w.offered_at = Instant::now();
+                    let (responder, new) = (w.responder.clone(), w.ops.clone());
+                    board.change(&responder, &old, &new);
                     None
                 }
                 None => {
                     let label = sock.peer_addr().unwrap_or("worker").to_owned();
                     let responder = Arc::new(Responder::new(label));
                     responder.connected(sock.clone());
+                    board.change(&responder, &[], &ops);
                     board.next_id += 1;
                     let id = board.next_id;
                     board.workers.insert(
@@ -323,13 +359,12 @@ impl Inner {
                             responder: responder.clone(),
                             sock: sock.clone(),
                             ops,
+                            offered_at: Instant::now(),
                         },
                     );
                     Some((id, responder))
                 }
-            };
-            board.rebuild();
-            joined
+            }
         };
         if let Some((id, responder)) = joined {
             tracing::debug!(peer = ?sock.peer_addr(), "worker joined");
@@ -342,6 +377,7 @@ impl Inner {
             ));
         }
         this.bump();
+        Ok(())
     }
 
     /// Worker `id` is gone.
@@ -349,8 +385,8 @@ impl Inner {
         let gone = {
             let mut board = self.board.write();
             let gone = board.workers.remove(&id);
-            if gone.is_some() {
-                board.rebuild();
+            if let Some(w) = &gone {
+                board.change(&w.responder, &w.ops, &[]);
             }
             gone
         };
