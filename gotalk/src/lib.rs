@@ -95,6 +95,7 @@ pub mod jslib;
 pub mod limits;
 mod notification;
 mod outbox;
+mod parts;
 mod pending;
 pub mod server;
 pub mod sock;

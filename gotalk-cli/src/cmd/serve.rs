@@ -204,7 +204,7 @@ fn config(chat: Arc<Chat>) -> Config {
         .limits(
             Limits::default()
                 .stream_requests(64)
-                .write_queue(chat::WRITE_QUEUE),
+                .write_buffer(chat::WRITE_BUFFER),
         )
         .on_open(move |sock| {
             tracing::debug!(peer = sock.peer_addr().unwrap_or("?"), "connection opened");

@@ -52,6 +52,7 @@ use crate::handlers::Handlers;
 use crate::limits::{Counters, Limits};
 use crate::notification::{check_payload_len, Notification};
 use crate::outbox::{poll_write_batch, Batch, Next, Outbox, Written};
+use crate::parts::Budget;
 use crate::pending::{fail_stream, Pending, Reply, Waiter};
 
 /// What the writer does when the connection closes.
@@ -113,6 +114,8 @@ pub(super) struct Inner {
     pub(super) handlers: Arc<Handlers>,
     pub(super) limits: Limits,
     pub(super) counters: Counters,
+    /// The bytes of stream parts buffered on this connection.
+    pub(super) stream_budget: Budget,
     /// The load our heartbeats report, or [`LOAD_AUTO`].
     pub(super) heartbeat_load: AtomicU32,
     pub(super) auto_retry: u32,
@@ -536,22 +539,23 @@ impl Sock {
         .await
     }
 
-    /// Queues the answers of request handlers, giving their `slots` request slots back just
-    /// before (or when the connection turns out to be closed).
+    /// Queues the answers of request handlers, giving their `slots` request slots and the
+    /// `bytes` they hold back just before (or when the connection turns out to be closed).
     ///
     /// The slots are held until the outbox has room: a peer that does not read its results
     /// must not be able to make finished handlers pile up, each holding its result, beyond the
-    /// request limit. They are given back before the answers are queued, so a requestor that
+    /// request limits. They are given back before the answers are queued, so a requestor that
     /// sends its next request as soon as it has a result is not turned away.
     pub(super) async fn answer(
         &self,
         direct: bool,
-        slots: u32,
+        (slots, bytes): (u32, usize),
         stream: bool,
         encode: impl FnOnce(&mut Batch),
     ) {
         let counters = &self.inner.counters;
-        let release = || (0..slots).for_each(|_| counters.release(stream));
+        let release =
+            || (0..slots).for_each(|i| counters.release(stream, if i == 0 { bytes } else { 0 }));
         let queued = self
             .queue(direct, |b| {
                 release();
@@ -563,16 +567,26 @@ impl Sock {
         }
     }
 
-    /// Queues a request handler's final answer (if any), giving its request slot back.
-    pub(super) async fn answer_and_release(&self, msg: Option<Message>, stream: bool) {
+    /// Queues a request handler's final answer (if any), giving its request slot back and the
+    /// `bytes` its request held; its answer holds its own bytes until queued.
+    pub(super) async fn answer_and_release(
+        &self,
+        msg: Option<Message>,
+        stream: bool,
+        bytes: usize,
+    ) {
+        let counters = &self.inner.counters;
         match msg {
             // A lone handler's answer is written right away; answers of several handlers
             // finishing together are gathered by the writer task.
             Some(msg) => {
-                let lone = self.inner.counters.in_progress() <= 1;
-                self.answer(lone, 1, stream, |b| b.push(&msg)).await;
+                let size = msg.payload().len();
+                counters.hold(size);
+                let lone = counters.in_progress() <= 1;
+                self.answer(lone, (1, bytes + size), stream, |b| b.push(&msg))
+                    .await;
             }
-            None => self.inner.counters.release(stream),
+            None => counters.release(stream, bytes),
         }
     }
 
@@ -606,10 +620,12 @@ impl Sock {
             Poll::Pending => (Written::Partly, None),
             Poll::Ready(Err(e)) => (Written::Failed, Some(e)),
         };
-        let writer = self.shared().out.written(batch, how);
-        if let Some(w) = writer {
-            w.wake();
-        }
+        let (writer, senders) = {
+            let mut s = self.shared();
+            let writer = s.out.written(batch, how);
+            (writer, s.out.take_room_waiters(false))
+        };
+        writer.into_iter().chain(senders).for_each(Waker::wake);
         if let Some(e) = failed {
             self.shutdown(CloseReason::io(&e), None);
         }

@@ -224,7 +224,7 @@ pub struct ServerSpec {
     pub stream_requests: Option<u32>,
     pub read_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
-    pub write_queue: Option<usize>,
+    pub write_buffer: Option<usize>,
     /// Address to bind in the child (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0/gotalk/`.
     pub bind: Option<String>,
     /// [`ServerOptions`] fields; `None` keeps the default.
@@ -261,7 +261,7 @@ impl ServerSpec {
             "GT_WRITE_TIMEOUT_MS",
             self.write_timeout_ms.map(|x| x.to_string()),
         );
-        put("GT_WRITE_QUEUE", self.write_queue.map(|x| x.to_string()));
+        put("GT_WRITE_BUFFER", self.write_buffer.map(|x| x.to_string()));
         put("GT_BIND", self.bind.clone());
         put(
             "GT_MAX_CONNECTIONS",
@@ -292,7 +292,7 @@ impl ServerSpec {
             stream_requests: get("GT_STREAM_REQUESTS"),
             read_timeout_ms: get("GT_READ_TIMEOUT_MS"),
             write_timeout_ms: get("GT_WRITE_TIMEOUT_MS"),
-            write_queue: get("GT_WRITE_QUEUE"),
+            write_buffer: get("GT_WRITE_BUFFER"),
             bind: get("GT_BIND"),
             max_connections: get("GT_MAX_CONNECTIONS"),
             max_connections_per_address: get("GT_MAX_CONNECTIONS_PER_ADDRESS"),
@@ -339,8 +339,8 @@ impl ServerSpec {
         if let Some(x) = self.write_timeout_ms {
             l = l.write_timeout(Some(Duration::from_millis(x)));
         }
-        if let Some(x) = self.write_queue {
-            l = l.write_queue(x);
+        if let Some(x) = self.write_buffer {
+            l = l.write_buffer(x);
         }
         l
     }

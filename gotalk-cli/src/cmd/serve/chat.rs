@@ -7,8 +7,8 @@
 //! It is not disconnected, so a reader that stalls for a moment during a flood stays in the
 //! room; the page notices the gap in the ids and fetches the history. A
 //! member that never reads is closed by the library's write timeout (no progress for 30 s).
-//! Until then it holds at most [`WRITE_QUEUE`] messages of at most `MAX_WIRE` bytes each, a
-//! few times over (the queue, the batch being written, the WebSocket layer's copy):
+//! Until then it holds at most [`WRITE_BUFFER`] bytes (queued and being written) plus one
+//! message of at most `MAX_WIRE` bytes, and the WebSocket layer's copy of what is being written:
 //! `tests/serve.rs` derives the bound and checks it against the server's memory.
 //!
 //! Fan-outs take turns (one lock), so every member gets the messages in the order of their
@@ -32,9 +32,9 @@ pub const HISTORY: usize = 100;
 pub const MAX_TEXT: usize = 2000;
 /// Longest name, in bytes.
 pub const MAX_NAME: usize = 40;
-/// Messages a connection may have waiting to be written (the library's `write_queue`): a chat
+/// Bytes a connection may have waiting to be written (the library's `write_buffer`): a chat
 /// member that falls this far behind misses messages until it catches up.
-pub const WRITE_QUEUE: usize = 64;
+pub const WRITE_BUFFER: usize = 128 << 10;
 /// Largest `chat/msg` notification on the wire: the text and the name with every byte
 /// escaped in two (control characters are removed, so `"` and `\` are the worst case), the
 /// id, time and field names, and the message header.
@@ -192,7 +192,7 @@ fn fan_out(members: &[Arc<Member>], n: &Notification, except: Option<&Sock>) {
                     tracing::info!(
                         peer = m.sock.peer_addr().unwrap_or("?"),
                         "chat member does not read: it misses messages while \
-                         {WRITE_QUEUE} wait for it"
+                         {WRITE_BUFFER} bytes wait for it"
                     );
                 }
             }
