@@ -91,13 +91,18 @@ pub mod jslib;
 pub mod limits;
 mod outbox;
 pub mod server;
+pub mod service;
 pub mod sock;
 pub mod stream;
 pub mod transport;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
 pub use error::{CloseReason, Error, HandlerError, ProtocolErrorCode, Result, Side};
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use handlers::{
     default_handlers, handle, handle_buffer, handle_buffer_notification, handle_notification,
     handle_stream, Handlers,
@@ -109,3 +114,5 @@ pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;
 pub use transport::{connect, connect_with, pipe, pipe_with};
+#[cfg(feature = "typescript")]
+pub use ts_rs;
