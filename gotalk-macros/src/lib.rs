@@ -139,6 +139,8 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             rewrite_signature(f);
         }
     }
+    // A program may only call a service (through the client) and never implement it.
+    item.attrs.push(parse_quote!(#[allow(dead_code)]));
     let client = client(&item, &methods);
     let server = server(&item, &methods);
     let def = description(&item, &methods, &args);
