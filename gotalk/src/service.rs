@@ -354,8 +354,8 @@ pub mod __private {
     pub async fn request<C, I, O>(caller: &C, op: &str, input: &I) -> Result<O>
     where
         C: Caller + ?Sized,
-        I: Serialize,
-        O: DeserializeOwned,
+        I: Payload,
+        O: Payload,
     {
         let payload = serde_json::to_vec(input)?;
         let out = caller.call(op, Bytes::from(payload)).await?;
@@ -369,30 +369,30 @@ pub mod __private {
     ) -> Result<O, CallError<E>>
     where
         C: Caller + ?Sized,
-        I: Serialize,
-        O: DeserializeOwned,
-        E: DeserializeOwned,
+        I: Payload,
+        O: Payload,
+        E: Payload,
     {
         request(caller, op, input)
             .await
             .map_err(CallError::from_error)
     }
 
-    pub fn typed<O, E: DeserializeOwned>(r: Result<O>) -> Result<O, CallError<E>> {
+    pub fn typed<O, E: Payload>(r: Result<O>) -> Result<O, CallError<E>> {
         r.map_err(CallError::from_error)
     }
 
     pub async fn notify<C, I>(caller: &C, name: &str, input: &I) -> Result<()>
     where
         C: Caller + ?Sized,
-        I: Serialize,
+        I: Payload,
     {
         let payload = serde_json::to_vec(input)?;
         caller.notify(name, Bytes::from(payload)).await
     }
 
     /// Sends the one input part of a stream request and ends it.
-    pub async fn send_one<I: Serialize>(tx: &mut StreamSender, input: &I) -> Result<()> {
+    pub async fn send_one<I: Payload>(tx: &mut StreamSender, input: &I) -> Result<()> {
         tx.write(serde_json::to_vec(input)?).await?;
         tx.end().await
     }
@@ -407,8 +407,8 @@ pub mod __private {
         rx: StreamReceiver,
     ) -> Parts<O>
     where
-        I: Serialize + Send + 'static,
-        O: DeserializeOwned + Send + 'static,
+        I: Payload,
+        O: Payload,
     {
         let (failed_tx, failed_rx) = oneshot::channel::<Error>();
         tokio::spawn(async move {
@@ -452,7 +452,7 @@ pub mod __private {
 
     pub fn receive_parts<O>(rx: StreamReceiver) -> Parts<O>
     where
-        O: DeserializeOwned + Send + 'static,
+        O: Payload,
     {
         Parts::receive(rx)
     }
@@ -461,7 +461,7 @@ pub mod __private {
     /// stream (`null` when the peer sent no part).
     pub async fn single_result<O>(mut results: Parts<O>) -> Result<O>
     where
-        O: DeserializeOwned + Send + 'static,
+        O: Payload,
     {
         let first = results.recv().await?;
         while results.recv().await?.is_some() {}
@@ -473,21 +473,19 @@ pub mod __private {
 
     // ---- server side ----
 
-    pub fn decode<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
+    pub fn decode<I: Payload>(payload: &[u8]) -> Result<I, HandlerError> {
         decode_json(payload)
     }
 
-    pub fn reply<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
+    pub fn reply<O: Payload>(out: &O) -> Result<Bytes, HandlerError> {
         encode_json(out)
     }
 
-    pub fn reply_result<O: Serialize>(out: Result<O, HandlerError>) -> Result<Bytes, HandlerError> {
+    pub fn reply_result<O: Payload>(out: Result<O, HandlerError>) -> Result<Bytes, HandlerError> {
         encode_json(&out?)
     }
 
-    pub fn reply_typed<O: Serialize, E: Serialize>(
-        out: Result<O, E>,
-    ) -> Result<Bytes, HandlerError> {
+    pub fn reply_typed<O: Payload, E: Payload>(out: Result<O, E>) -> Result<Bytes, HandlerError> {
         match out {
             Ok(v) => encode_json(&v),
             Err(e) => Err(match serde_json::to_string(&e) {
@@ -499,23 +497,21 @@ pub mod __private {
 
     /// The single input of a stream request: its first part (`null` when there is none).
     /// The rest of the request is not read.
-    pub async fn first_part<I: DeserializeOwned>(
-        mut rx: StreamReceiver,
-    ) -> Result<I, HandlerError> {
+    pub async fn first_part<I: Payload>(mut rx: StreamReceiver) -> Result<I, HandlerError> {
         let first = rx.recv().await.map_err(handler_error)?;
         decode_json(first.as_deref().unwrap_or_default())
     }
 
     pub fn receive_input<I>(rx: StreamReceiver) -> Parts<I>
     where
-        I: DeserializeOwned + Send + 'static,
+        I: Payload,
     {
         Parts::receive(rx)
     }
 
     /// Writes every part of `out` as a result part; an `Err` ends the stream with an
     /// ErrorResult.
-    pub async fn send_results<O: Serialize>(
+    pub async fn send_results<O: Payload>(
         tx: &mut StreamSender,
         mut out: Parts<O>,
     ) -> Result<(), HandlerError> {
