@@ -306,16 +306,18 @@ impl<E> From<Error> for CallError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for CallError<E> {
+/// Shows a service error with its `Debug` form, which every error type has (a `Display` would
+/// be one more thing to write for each).
+impl<E: fmt::Debug> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Service(e) => write!(f, "service error: {e}"),
+            CallError::Service(e) => write!(f, "service error: {e:?}"),
             CallError::Call(e) => e.fmt(f),
         }
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {}
+impl<E: fmt::Debug> std::error::Error for CallError<E> {}
 
 /// Marks the types that can travel as the payload of a service method.
 #[diagnostic::on_unimplemented(
