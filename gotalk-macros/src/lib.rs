@@ -16,8 +16,45 @@ use syn::{
     ReturnType, TraitItem, TraitItemFn, Type,
 };
 
-/// Turns a trait into a typed gotalk service: a server adapter (`NameServer`), a client
-/// (`NameClient`) and a description (`NameService`). See `gotalk::service` for the rules.
+/// Turns a trait into a typed gotalk service, defined once for both ends of a connection.
+///
+/// For `trait Greeter` it generates, next to the trait:
+///
+/// - `GreeterServer<T>`: `handlers.service(GreeterServer::new(my_impl))` registers one handler
+///   per method (`T: Greeter + Send + Sync + 'static`; `from_arc` shares an `Arc<T>`);
+/// - `GreeterClient<C = Sock>`: `GreeterClient::new(&sock).greet(input).await` calls the peer
+///   through any `gotalk::service::Caller` (a `Sock`, `&Sock`, `Arc<Sock>`, a pool);
+/// - `GreeterService`: the names and kinds on the wire (`gotalk::service::ServiceDef`), and with
+///   `#[gotalk::service(typescript)]` the service's TypeScript (`gotalk::typescript::Module`).
+///
+/// Method shapes (the op name is the method name; `#[gotalk(name = "...")]` renames one,
+/// `#[gotalk::service(rename_all = "kebab-case" | "camelCase")]` all of them):
+///
+/// ```text
+/// async fn op(&self, input: In) -> Out;                         request: JSON in, JSON out
+/// async fn op(&self, input: In) -> Result<Out, HandlerError>;   errors as messages (ErrorResult)
+/// async fn op(&self, input: In) -> Result<Out, E>;              typed errors: E as JSON; the
+///                                                               client gets CallError::Service(E)
+/// fn name(&self, input: In);                                    notification
+/// async fn op(&self, input: Parts<In>) -> Parts<Out>;           stream request, parts both ways
+/// async fn op(&self, input: In) -> Parts<Out>;                  one input, a stream of results
+/// async fn op(&self, input: Parts<In>) -> Out;                  a stream of inputs, one result
+/// async fn op(&self) -> Out;                                    no input (the client sends null)
+/// async fn op(&self, sock: &Sock, input: In) -> Out;            the calling connection too
+/// ```
+///
+/// Payload types are serde types (`Serialize + Deserialize`), and with `typescript` also
+/// `ts_rs::TS`. The payloads are exactly those of a handler written with
+/// `Handlers::handle(op, |input: In| ...)` and a call written with `sock.request(op, &input)`,
+/// so typed and untyped peers (and the reference implementations) talk to each other.
+///
+/// Implementations write plain `async fn`s: the trait's async methods become
+/// `fn ... -> impl Future<Output = R> + Send`, so their futures must be `Send`.
+///
+/// Misuse is a compile error that says what to write instead: a generic method, a payload type
+/// that is not a serde type, two methods with the same name on the wire, more than one payload
+/// argument, an `async fn` without a result, a result from a plain `fn`, `Result<T>` without its
+/// error type.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.into()) {
