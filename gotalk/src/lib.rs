@@ -132,14 +132,20 @@
 
 pub mod addr;
 pub mod codec;
-mod conn;
+pub mod config;
+mod decide;
 pub mod error;
 pub mod frame;
 pub mod handlers;
+#[doc(hidden)]
+pub mod header;
+mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
+mod notification;
 mod outbox;
+mod pending;
 pub mod server;
 pub mod service;
 pub mod sock;
@@ -150,7 +156,9 @@ pub mod typescript;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
-pub use error::{CloseReason, Error, HandlerError, ProtocolErrorCode, Result, Side};
+pub use config::Config;
+pub use error::{CloseReason, Error, HandlerError, Result, Side};
+pub use frame::ProtocolErrorCode;
 #[cfg(feature = "macros")]
 pub use gotalk_macros::service;
 pub use handlers::{
@@ -158,8 +166,9 @@ pub use handlers::{
     handle_stream, Handlers,
 };
 pub use limits::Limits;
+pub use notification::Notification;
 pub use server::{Server, ServerOptions};
-pub use sock::{Config, Notification, Sock};
+pub use sock::Sock;
 pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;
