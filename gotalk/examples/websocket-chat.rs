@@ -305,9 +305,9 @@ fn app(chat: &Chat) -> Router {
 async fn serve(addr: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = app(&Chat::default()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app(&Chat::default());
     let task = tokio::spawn(async move {
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        if let Err(e) = gotalk::ws::serve(listener, app).await {
             eprintln!("server failed: {e}");
         }
     });

@@ -113,9 +113,9 @@
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`service`](mod@service) | typed services: what [`service`](macro@service) generates code against ([`service::Caller`], [`service::Parts`], [`service::CallError`]) |
 //! | [`typescript`] | the TypeScript module of typed services (feature `typescript`), types by [`ts_rs`] |
-//! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
+//! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
-//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
+//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
 //! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
 //!

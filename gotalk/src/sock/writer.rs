@@ -77,12 +77,8 @@ pub(super) async fn writer_task(
     }
     let shutdown = poll_fn(|cx| sock.io().as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
+    sock.release_guard();
     sock.inner.finished.send_replace(true);
-    sock.inner
-        .guard
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
 }
 
 impl Sock {
