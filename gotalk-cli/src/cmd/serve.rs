@@ -8,6 +8,7 @@
 //! it listens on and what it refuses is logged with `tracing` (stderr, `RUST_LOG`).
 
 mod chat;
+mod service;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -21,9 +22,9 @@ use gotalk::ws::axum::http::header;
 use gotalk::ws::axum::{response::Html, routing::get, Router};
 use gotalk::ws::{Endpoint, OriginPolicy, WsRequest};
 use gotalk::{CloseReason, Config, Handlers, Limits, Server, Sock};
-use serde::{Deserialize, Serialize};
 
 use self::chat::Chat;
+use self::service::{ChatIn, ChatMsg, Demo, DemoServer, GreetIn, GreetOut, Typing};
 use super::{err_line, fail, interrupted, out_line, CmdResult};
 
 const HELP: &str = "\
@@ -136,37 +137,34 @@ fn is_loopback_host(host: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-#[derive(Deserialize)]
-struct GreetIn {
-    name: String,
-}
+/// The typed operations of the demo (see [`service`]).
+struct DemoImpl(Arc<Chat>);
 
-#[derive(Serialize)]
-struct GreetOut {
-    greeting: String,
-}
+impl Demo for DemoImpl {
+    async fn greet(&self, input: GreetIn) -> GreetOut {
+        GreetOut {
+            greeting: format!("Hello {}", input.name),
+        }
+    }
 
-#[derive(Deserialize)]
-struct ChatIn {
-    #[serde(default)]
-    name: String,
-    text: String,
-}
+    async fn chat_send(&self, input: ChatIn) -> Result<String, gotalk::HandlerError> {
+        self.0.post(&input.name, &input.text)?;
+        Ok("ok".into())
+    }
 
-#[derive(Deserialize)]
-struct TypingIn {
-    #[serde(default)]
-    name: String,
+    async fn chat_history(&self) -> Result<Vec<ChatMsg>, gotalk::HandlerError> {
+        // Kept encoded for the broadcasts; decoded here, once per page that (re)connects.
+        Ok(serde_json::from_slice(&self.0.history())?)
+    }
+
+    fn chat_typing(&self, sock: &Sock, input: Typing) {
+        self.0.typing(sock, &input.name)
+    }
 }
 
 fn handlers(chat: Arc<Chat>) -> Handlers {
     let mut h = Handlers::new();
     h.handle_buffer("echo", |_sock, _op, payload| async move { Ok(payload) });
-    h.handle("greet", |input: GreetIn| async move {
-        Ok(GreetOut {
-            greeting: format!("Hello {}", input.name),
-        })
-    });
     h.handle_stream(
         "stream-echo",
         |_sock, _op, mut input, mut output| async move {
@@ -176,23 +174,8 @@ fn handlers(chat: Arc<Chat>) -> Handlers {
             Ok(())
         },
     );
-    let c = chat.clone();
-    h.handle("chat/send", move |input: ChatIn| {
-        let c = c.clone();
-        async move {
-            c.post(&input.name, &input.text)?;
-            Ok("ok")
-        }
-    });
-    let c = chat.clone();
-    h.handle_notification_with_sock("chat/typing", move |sock: &Sock, t: TypingIn| {
-        c.typing(sock, &t.name)
-    });
-    // Any payload (or none) asks for the history.
-    h.handle_buffer("chat/history", move |_sock, _op, _payload| {
-        let c = chat.clone();
-        async move { Ok(c.history()) }
-    });
+    // greet, chat/send, chat/history (any payload, or none) and chat/typing.
+    h.service(DemoServer::new(DemoImpl(chat)));
     h
 }
 
@@ -272,6 +255,8 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         at.trim_start_matches("tcp://").to_owned()
     });
     let page = PAGE.replace("{{CLI_ADDR}}", tcp_hp.as_deref().unwrap_or(""));
+    // The page's typed calls and handlers, generated from `service`.
+    let module = Bytes::from(service::page_module());
     let icon = || async {
         (
             [
@@ -284,6 +269,10 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     let endpoint = Endpoint::new(config).origin(origin_policy(&a, http));
     let app = Router::new()
         .route("/", get(move || async move { Html(page) }))
+        .route(
+            "/demo.js",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/javascript")], module) }),
+        )
         .route("/favicon.svg", get(icon))
         .route("/favicon.ico", get(icon))
         .merge(endpoint.router("/gotalk/"));
