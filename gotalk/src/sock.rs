@@ -320,8 +320,9 @@ struct Inner {
     /// What the transport knows beyond the address (e.g. a WebSocket's HTTP request).
     transport_info: Option<Arc<dyn Any + Send + Sync>>,
     user_data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
-    /// Held until the connection is fully closed (e.g. a server's connection-count permit).
-    guard: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Held until the connection is fully closed (a server's connection-count permit, a
+    /// room hub's membership).
+    guard: Mutex<Vec<Box<dyn Any + Send>>>,
     on_open: Option<SockCallback>,
     on_close: Option<CloseCallback>,
     on_heartbeat: Option<HeartbeatCallback>,
@@ -411,7 +412,7 @@ impl Sock {
                 peer_addr,
                 transport_info,
                 user_data: Mutex::new(None),
-                guard: Mutex::new(None),
+                guard: Mutex::new(Vec::new()),
                 on_open: config.on_open.clone(),
                 on_close: config.on_close.clone(),
                 on_heartbeat: config.on_heartbeat.clone(),
@@ -668,12 +669,25 @@ impl Sock {
         Arc::as_ptr(&self.inner) as usize
     }
 
-    /// Keeps `value` alive until the connection has fully closed.
+    /// Keeps `value` alive until the connection has fully closed (drops it at once if it has).
     pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
+        let mut held = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock the writer takes after setting `finished`, so that a value
+        // is either dropped here or taken by the writer, never left behind.
         if *self.inner.finished.borrow() {
+            drop(held);
+            drop(value);
             return;
         }
-        *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        held.push(value);
+    }
+
+    /// Marks the connection fully closed and lets go of what was held until then.
+    fn finish(&self) {
+        self.inner.finished.send_replace(true);
+        let held = std::mem::take(&mut *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()));
+        // Dropped outside the lock: a value's drop may reach back into this connection.
+        drop(held);
     }
 
     /// Whether two handles refer to the same connection.
@@ -919,7 +933,7 @@ fn task_panicked(sock: &Sock, panic: Box<dyn Any + Send>) {
             code: ProtocolErrorCode::ABNORMAL,
         }),
     );
-    sock.inner.finished.send_replace(true);
+    sock.finish();
 }
 
 fn heartbeat(load: u16) -> Message {
@@ -1767,12 +1781,7 @@ async fn writer_task(
     }
     let shutdown = poll_fn(|cx| sock.io().as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
-    sock.inner.finished.send_replace(true);
-    sock.inner
-        .guard
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    sock.finish();
 }
 
 impl Sock {
