@@ -64,7 +64,7 @@
 //! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
 //! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
-//! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait to span processes |
+//! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait and `RedisAdapter` (feature `redis`) across processes |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
 //! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |

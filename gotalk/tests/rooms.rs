@@ -1,94 +1,16 @@
 //! Rooms and broadcast on one server (`gotalk::rooms::Hub`), over real TCP connections: who
 //! gets a broadcast, membership ending with the connection, and members that do not read.
 
+mod rooms_support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gotalk::rooms::{Hub, Overflow};
 use gotalk::{Config, Error, HandlerError, Handlers, Limits, Notification, Server, Sock};
+use rooms_support::{broadcast_paced, never_reads, server, until, within, Client};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-
-/// Only a guard against hanging forever, never a performance assertion.
-const HANG: Duration = Duration::from_secs(20);
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(HANG, f)
-        .await
-        .unwrap_or_else(|_| panic!("hung: {what} did not finish within {HANG:?}"))
-}
-
-/// Polls `cond` every 5 ms until it holds (or the test hangs).
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
-
-/// A server whose connections are added to `hub` as they open; `join`/`leave` requests put
-/// the calling connection in and out of a room.
-async fn server(hub: &Hub, limits: Limits) -> Server {
-    let mut h = Handlers::new();
-    let hb = hub.clone();
-    h.handle_with_sock("join", move |sock: Sock, room: String| {
-        let hub = hb.clone();
-        async move { hub.join(&sock, &room).map_err(HandlerError::msg) }
-    });
-    let hb = hub.clone();
-    h.handle_with_sock("leave", move |sock: Sock, room: String| {
-        let hub = hb.clone();
-        async move { Ok::<_, HandlerError>(hub.leave(&sock, &room)) }
-    });
-    let hb = hub.clone();
-    let config = Config::new()
-        .handlers(h)
-        .limits(limits)
-        .on_open(move |s| hb.add(s).expect("open connection"));
-    Server::bind("127.0.0.1:0", config).await.unwrap()
-}
-
-/// A client that records every `news` notification it gets (a JSON string; of a long one,
-/// the first 16 characters).
-struct Client {
-    sock: Sock,
-    got: Arc<Mutex<Vec<String>>>,
-    arrived: Arc<Notify>,
-}
-
-impl Client {
-    async fn connect(server: &Server) -> Client {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let arrived = Arc::new(Notify::new());
-        let mut h = Handlers::new();
-        let (g, a) = (got.clone(), arrived.clone());
-        h.handle_buffer_notification("news", move |_, _, p| {
-            let text = String::from_utf8_lossy(&p[..p.len().min(17)]);
-            g.lock().unwrap().push(text.trim_matches('"').to_owned());
-            a.notify_one();
-        });
-        let sock =
-            gotalk::connect_with(&server.local_addr().to_string(), &Config::new().handlers(h))
-                .await
-                .unwrap();
-        Client { sock, got, arrived }
-    }
-
-    async fn join(&self, room: &str) {
-        self.sock.request::<_, ()>("join", room).await.unwrap();
-    }
-
-    fn got(&self) -> Vec<String> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.got.lock().unwrap().len()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_reaches_its_members_all_reaches_everyone_and_except_skips_the_sender() {
@@ -193,43 +115,6 @@ async fn membership_ends_when_a_connection_closes_and_leave_keeps_the_connection
     assert_eq!(hub.member_count(Some("r1")), 0);
     let err = hub.join(&a_here, &"x".repeat(4096)).unwrap_err();
     assert!(matches!(err, Error::InvalidName(_)), "{err:?}");
-}
-
-/// A member whose peer never reads: raw TCP that sends its protocol version and nothing else.
-async fn never_reads(server: &Server) -> TcpStream {
-    let addr = server.local_addr().to_string();
-    let mut s = TcpStream::connect(addr.trim_start_matches("tcp://"))
-        .await
-        .unwrap();
-    s.write_all(b"01").await.unwrap();
-    s
-}
-
-/// Sends `total` broadcasts of `size` bytes to everyone, never more than a few ahead of what
-/// the reading clients have received. Returns the sum of the `Sent`s.
-async fn broadcast_paced(
-    hub: &Hub,
-    readers: &[&Client],
-    total: usize,
-    size: usize,
-) -> (usize, usize) {
-    let (mut delivered, mut full) = (0, 0);
-    for i in 0..total {
-        let n = Notification::json("news", &format!("{i:06}{}", "x".repeat(size))).unwrap();
-        let sent = hub.all().send(&n);
-        delivered += sent.delivered;
-        full += sent.full;
-        let behind = i.saturating_sub(4);
-        within("the readers keep up", async {
-            for c in readers {
-                while c.count() < behind {
-                    c.arrived.notified().await;
-                }
-            }
-        })
-        .await;
-    }
-    (delivered, full)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
