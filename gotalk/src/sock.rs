@@ -550,7 +550,10 @@ impl Sock {
             return Err(Error::Full);
         }
         s.out.batch().push_encoded(&n.header, &n.payload);
-        let next = s.out.queued(true);
+        // Left to the writer task, never written here: a broadcast to thousands of connections
+        // would make one syscall per member in a row on the sender's thread, where the writer
+        // tasks spread them over every core and gather the notifications that arrive meanwhile.
+        let next = s.out.queued(false);
         drop(guard);
         self.carry_out(next);
         Ok(())
