@@ -1,4 +1,4 @@
-//! The load loop behind `gotalk bench`, usable on its own (the `bench/` crate reuses it).
+//! The load loop behind `gotalk bench`, usable on its own by other crates.
 //!
 //! [`run`] opens `conns` connections and keeps `inflight` requests outstanding on each for
 //! `duration`, recording every request's latency in an HDR histogram. [`Progress`] counts as it
@@ -268,7 +268,7 @@ impl Report {
             s.push_str(&format!(
                 "\n{} request(s) failed; first error: {}",
                 self.errors,
-                self.first_error.as_deref().unwrap_or("?")
+                crate::escape::line(self.first_error.as_deref().unwrap_or("?"))
             ));
         }
         s

@@ -28,6 +28,7 @@ use base64::Engine as _;
 use gotalk::frame::{Message, MsgType, RequestId};
 use serde_json::{json, Map, Value};
 
+use crate::escape;
 use crate::util::{clock, rfc3339};
 
 /// Output style.
@@ -95,6 +96,8 @@ pub struct Seen {
     pub offset: Option<u64>,
     /// The peer's address.
     pub peer: Option<String>,
+    /// The number of one of our requests (`gotalk connect`), to match its result to it.
+    pub call: Option<u64>,
 }
 
 /// Formats messages; see the [module docs](self).
@@ -171,10 +174,10 @@ pub fn type_name(t: MsgType) -> &'static str {
 
 /// A request ID as text: itself when printable ASCII, `\xNN` escapes otherwise.
 pub fn id_text(id: RequestId) -> String {
-    escape(id.as_bytes())
+    hex_escape(id.as_bytes())
 }
 
-fn escape(bytes: &[u8]) -> String {
+fn hex_escape(bytes: &[u8]) -> String {
     let mut s = String::new();
     for &b in bytes {
         if b.is_ascii_graphic() || b == b' ' {
@@ -184,6 +187,18 @@ fn escape(bytes: &[u8]) -> String {
         }
     }
     s
+}
+
+/// The first `max` bytes of `p`, or a few less so as not to cut a UTF-8 character in two.
+fn utf8_cut(p: &[u8], max: usize) -> &[u8] {
+    if p.len() <= max {
+        return p;
+    }
+    let shown = &p[..max];
+    match std::str::from_utf8(shown) {
+        Err(e) if e.error_len().is_none() && max - e.valid_up_to() < 4 => &shown[..e.valid_up_to()],
+        _ => shown,
+    }
 }
 
 const RESET: &str = "\x1b[0m";
@@ -239,7 +254,7 @@ impl Printer {
                 if !detail.is_empty() {
                     o.insert("detail".into(), json!(detail));
                 }
-                Value::Object(o).to_string()
+                escape::json(Value::Object(o).to_string())
             }
             Format::Text { color } => {
                 let mut line = self.prefix(seen);
@@ -250,7 +265,7 @@ impl Printer {
                 };
                 let _ = write!(line, "{c}{event}{r}");
                 if !detail.is_empty() {
-                    let _ = write!(line, " {detail}");
+                    let _ = write!(line, " {}", escape::line(detail));
                 }
                 line
             }
@@ -301,7 +316,7 @@ impl Printer {
                 }
                 if let Some(p) = f.payload {
                     o.insert("size".into(), json!(p.len()));
-                    let shown = &p[..p.len().min(self.preview)];
+                    let shown = utf8_cut(p, self.preview);
                     match std::str::from_utf8(shown) {
                         Ok(s) => o.insert("payload".into(), json!(s)),
                         Err(_) => o.insert(
@@ -316,7 +331,7 @@ impl Printer {
                         o.insert("json".into(), v);
                     }
                 }
-                Value::Object(o).to_string()
+                escape::json(Value::Object(o).to_string())
             }
             Format::Text { color } => {
                 let mut line = self.prefix(seen);
@@ -343,7 +358,7 @@ impl Printer {
                     } else {
                         "op"
                     };
-                    let _ = write!(line, " {key}={name}");
+                    let _ = write!(line, " {key}={}", escape::line(name));
                 }
                 if let Some(w) = f.wait_ms {
                     let _ = write!(line, " wait={w}ms");
@@ -363,7 +378,8 @@ impl Printer {
                     let _ = write!(line, " size={}", p.len());
                     match json_payload {
                         Some(v) if p.len() <= self.preview.saturating_mul(4) => {
-                            let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+                            let pretty =
+                                escape::json(serde_json::to_string_pretty(&v).unwrap_or_default());
                             if pretty.contains('\n') {
                                 for l in pretty.lines() {
                                     let _ = write!(line, "\n    {l}");
@@ -374,8 +390,8 @@ impl Printer {
                         }
                         _ if p.is_empty() => {}
                         _ => {
-                            let shown = &p[..p.len().min(self.preview)];
-                            let _ = write!(line, " \"{}\"", escape_text(shown));
+                            let shown = utf8_cut(p, self.preview);
+                            let _ = write!(line, " \"{}\"", escape::quoted_bytes(shown));
                             if shown.len() < p.len() {
                                 let _ = write!(line, "…(+{} bytes)", p.len() - shown.len());
                             }
@@ -404,6 +420,9 @@ impl Printer {
         if let Some(off) = seen.offset {
             o.insert("offset".into(), json!(off));
         }
+        if let Some(n) = seen.call {
+            o.insert("call".into(), json!(n));
+        }
         o
     }
 
@@ -426,34 +445,11 @@ impl Printer {
         if let Some(off) = seen.offset {
             let _ = write!(s, "{c}@{off}{r} ");
         }
+        if let Some(n) = seen.call {
+            let _ = write!(s, "[{n}] ");
+        }
         s
     }
-}
-
-/// Text for a terminal: valid UTF-8 is kept (with control characters escaped), other bytes
-/// become `\xNN`.
-fn escape_text(bytes: &[u8]) -> String {
-    let Ok(s) = std::str::from_utf8(bytes) else {
-        return escape(bytes);
-    };
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() && c.is_ascii() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ impl StreamDecoder {
                     // When a skipped payload ends, the bytes consumed before the next frame
                     // belong to it; the frame itself starts after them.
                     let start = if was_discarding {
-                        self.offset + consumed - frame_len(&d)
+                        (self.offset + consumed).saturating_sub(frame_len(&d))
                     } else {
                         self.offset
                     };
@@ -157,7 +157,7 @@ impl StreamDecoder {
         } else if self.buf.is_empty() {
             None
         } else {
-            let reason = match frame::parse_header(&self.buf) {
+            let reason = match gotalk::header::parse_header(&self.buf) {
                 _ if self.frames == 0 && self.buf.len() < 2 => {
                     "the stream ends inside the protocol version (2 hex digits)".to_owned()
                 }
@@ -166,7 +166,7 @@ impl StreamDecoder {
                      payload but only {} of its bytes arrived",
                     h.msg_type.as_byte() as char,
                     h.payload_len(),
-                    self.buf.len() - h.len
+                    self.buf.len().saturating_sub(h.len)
                 ),
                 _ => format!(
                     "the stream ends in the middle of a message header ({} bytes of it arrived)",

@@ -15,7 +15,16 @@ fn help_for_every_subcommand_and_usage_exit_codes() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for sub in [
-        "call", "notify", "listen", "serve", "bench", "proxy", "decode",
+        "call",
+        "notify",
+        "listen",
+        "connect",
+        "serve",
+        "bench",
+        "proxy",
+        "decode",
+        "completions",
+        "man",
     ] {
         assert!(help.contains(sub), "{sub} missing from --help:\n{help}");
         let out = gotalk(&[sub, "--help"], b"");
@@ -120,6 +129,26 @@ async fn call_stream_sends_stdin_lines_as_parts() {
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "first\none\ntwo\nthree\n");
+    // To a pipe: one part per line, JSON compact, --raw parts each ended by a newline.
+    let out = gotalk_async(
+        &["call", &addr, "stream-echo", "--stream"],
+        b"{\"a\": [1, {\"b\": 2}]}\n[1,\t2]\n\"s\"\n",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "{\"a\":[1,{\"b\":2}]}\n[1,2]\n\"s\"\n");
+    let out = gotalk_async(
+        &["call", &addr, "stream-echo", "--stream", "--raw"],
+        b"[1, 2]\nab\n",
+    )
+    .await;
+    assert_eq!(out.stdout, b"[1, 2]\nab\n");
+    // On a terminal: pretty, for people.
+    let out = on_terminal(&["call", &addr, "stream-echo", "--stream", "{\"a\":1}"]).await;
+    assert!(
+        text(&out.stdout).contains("{\r\n  \"a\": 1\r\n}"),
+        "{:?}",
+        text(&out.stdout)
+    );
     // A stream request for an operation without a stream handler fails cleanly.
     let out = gotalk_async(&["call", &addr, "echo", "--stream"], b"x\n").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
@@ -338,4 +367,84 @@ fn listen_rejects_bad_reply_rules() {
     let out = gotalk(&["listen", "127.0.0.1:0", "--reply", "greet={nope"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not valid JSON"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_stream_requests_part_by_part_and_answers_them() {
+    let d = Daemon::start(
+        &[
+            "listen",
+            "127.0.0.1:0",
+            "--echo",
+            "--reply",
+            r#"sum={"total":3}"#,
+            "--json",
+            "--count",
+            "2",
+        ],
+        "listening on ",
+    );
+    // The real `gotalk call --stream` as the client: --echo sends each part back.
+    let out = gotalk_async(&["call", &d.addr, "up", "--stream"], b"one\ntwo\n").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    // A --reply rule is the answer once the parts have ended.
+    let sock = gotalk::connect(&d.addr).await.unwrap();
+    let (mut tx, mut rx) = sock.stream_request("sum").await.unwrap();
+    tx.write("1").await.unwrap();
+    tx.write("2").await.unwrap();
+    tx.end().await.unwrap();
+    let first = tokio::time::timeout(HANG, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(&br#"{"total":3}"#[..]));
+    assert_eq!(
+        tokio::time::timeout(HANG, rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None
+    );
+    let out = d.wait_async().await;
+    sock.close();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let of = |op: &str| -> Vec<(String, Option<String>)> {
+        lines
+            .iter()
+            .filter(|l| l["op"] == op)
+            .map(|l| {
+                (
+                    l["kind"].as_str().unwrap().to_owned(),
+                    l["payload"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    let part = |p: &str| ("StreamRequestPart".to_owned(), Some(p.to_owned()));
+    let start = ("StreamRequest".to_owned(), None);
+    assert_eq!(
+        of("up"),
+        [start.clone(), part("one"), part("two"), part("")],
+        "{lines:#?}"
+    );
+    assert_eq!(of("sum"), [start, part("1"), part("2"), part("")]);
+
+    // Without a rule or --echo, the parts are still shown, then the error comes.
+    let d = Daemon::start(&["listen", "127.0.0.1:0", "--count", "1"], "listening on ");
+    let out = gotalk_async(&["call", &d.addr, "what", "--stream"], b"x\n").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown operation \"what\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.wait_async().await;
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("s StreamRequest op=what")
+            && shown.contains("p StreamRequestPart op=what size=1 \"x\""),
+        "{shown}"
+    );
 }

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gotalk::ws::axum::{response::Html, routing::get, Router};
-use gotalk::ws::Endpoint;
-use gotalk::{Config, HandlerError, Handlers, Sock};
+use gotalk::ws::{Endpoint, OriginPolicy};
+use gotalk::{Config, HandlerError, Handlers, Notification, Sock};
 use serde::{Deserialize, Serialize};
 
 const HISTORY: usize = 100;
@@ -85,19 +85,22 @@ impl Chat {
             .map(|m| m.name.clone())
     }
 
-    /// Sends notification `name` to every member (without holding the lock while sending).
-    async fn broadcast<T: Serialize>(&self, name: &str, value: &T) {
+    /// Sends notification `name` to every member: encoded once, and queued without waiting
+    /// (not under the room's lock: a write that fails closes its connection, whose `on_close`
+    /// takes the lock). A member that does not read misses what does not fit in its write
+    /// queue rather than holding up everyone; the write timeout closes it in the end.
+    fn broadcast<T: Serialize>(&self, name: &str, value: &T) {
         let socks: Vec<Sock> = self.lock().members.iter().map(|m| m.sock.clone()).collect();
-        let payload = serde_json::to_vec(value).expect("serializable");
+        let n = Notification::json(name, value).expect("serializable");
         for s in socks {
-            // A member that just left is not an error for the others.
-            let _ = s.buffer_notify(name, payload.clone()).await;
+            // A member that just left, or is full, is not an error for the others.
+            let _ = s.try_notify(&n);
         }
     }
 
-    async fn broadcast_members(&self) {
+    fn broadcast_members(&self) {
         let names: Vec<String> = self.lock().members.iter().map(|m| m.name.clone()).collect();
-        self.broadcast("members", &names).await;
+        self.broadcast("members", &names);
     }
 
     /// A new page: ask it for its name, then let everyone know.
@@ -136,23 +139,23 @@ impl Chat {
                 &serde_json::json!({ "name": name, "history": history }),
             )
             .await;
-        self.say("server", &format!("{name} joined")).await;
-        self.broadcast_members().await;
+        self.say("server", &format!("{name} joined"));
+        self.broadcast_members();
     }
 
-    async fn leave(&self, sock: &Sock) {
+    fn leave(&self, sock: &Sock) {
         let gone = {
             let mut room = self.lock();
             let i = room.members.iter().position(|m| m.sock.same_as(sock));
             i.map(|i| room.members.remove(i).name)
         };
         if let Some(name) = gone {
-            self.say("server", &format!("{name} left")).await;
-            self.broadcast_members().await;
+            self.say("server", &format!("{name} left"));
+            self.broadcast_members();
         }
     }
 
-    async fn say(&self, from: &str, text: &str) {
+    fn say(&self, from: &str, text: &str) {
         let line = Line {
             from: from.to_owned(),
             text: text.to_owned(),
@@ -164,7 +167,7 @@ impl Chat {
             }
             room.history.push_back(line.clone());
         }
-        self.broadcast("message", &line).await;
+        self.broadcast("message", &line);
     }
 
     /// Asks every page, all at once, whether its user is typing.
@@ -213,8 +216,7 @@ fn config(chat: &Chat) -> Config {
             let from = c
                 .name_of(&sock)
                 .ok_or_else(|| HandlerError::msg("not joined yet"))?;
-            c.say(&from, &text.chars().take(2000).collect::<String>())
-                .await;
+            c.say(&from, &text.chars().take(2000).collect::<String>());
             Ok(())
         }
     });
@@ -231,16 +233,19 @@ fn config(chat: &Chat) -> Config {
             let (chat, sock) = (on_open.clone(), sock.clone());
             tokio::spawn(async move { chat.join(sock).await });
         })
-        .on_close(move |sock, _reason| {
-            let (chat, sock) = (on_close.clone(), sock.clone());
-            tokio::spawn(async move { chat.leave(&sock).await });
-        })
+        .on_close(move |sock, _reason| on_close.leave(sock))
 }
 
 fn app(chat: &Chat) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .merge(Endpoint::new(config(chat)).router("/gotalk/"))
+        // Only this server's own pages (and programs) may connect: any other site's page
+        // could otherwise join the chat with its visitors' browsers.
+        .merge(
+            Endpoint::new(config(chat))
+                .origin(OriginPolicy::SameHost)
+                .router("/gotalk/"),
+        )
 }
 
 async fn serve(addr: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

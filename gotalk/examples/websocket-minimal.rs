@@ -1,7 +1,7 @@
 //! The smallest web page that talks gotalk: type a message, the server echoes it back.
 //!
 //! ```text
-//! cargo run --example websocket-minimal            # then open the URL it prints
+//! cargo run --example websocket-minimal            # a free port; open the URL it prints
 //! cargo run --example websocket-minimal -- --addr 127.0.0.1:8080
 //! cargo run --example websocket-minimal -- --check # self-test: serve, connect, echo, exit
 //! ```
@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use gotalk::ws::axum::{response::Html, routing::get, Router};
-use gotalk::ws::Endpoint;
+use gotalk::ws::{Endpoint, OriginPolicy};
 use gotalk::{Config, Handlers};
 
 const PAGE: &str = r#"<!DOCTYPE html>
@@ -55,7 +55,8 @@ const PAGE: &str = r#"<!DOCTYPE html>
 fn app() -> Router {
     let mut handlers = Handlers::new();
     handlers.handle("echo", |text: String| async move { Ok(text) });
-    let endpoint = Endpoint::new(Config::new().handlers(handlers));
+    // Only pages served here (and programs, which send no Origin) may connect.
+    let endpoint = Endpoint::new(Config::new().handlers(handlers)).origin(OriginPolicy::SameHost);
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .merge(endpoint.router("/gotalk/"))
@@ -96,7 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .position(|a| a == "--addr")
         .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:1235", String::as_str);
+        // A free port by default: a fixed one fails when something (the demo, on 1235) has it.
+        .map_or("127.0.0.1:0", String::as_str);
     let (local, task) = serve(addr).await?;
     println!("open http://{local}/ in a web browser (Ctrl-C to stop)");
     task.await?;

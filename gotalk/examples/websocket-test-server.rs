@@ -75,7 +75,7 @@ fn handlers() -> Handlers {
         Ok("ok")
     });
     h.handle_with_sock("notes", |sock: Sock, _: Value| async move {
-        let notes = sock.user_data::<Notes>().expect("set on open");
+        let notes = sock.data::<Notes>().expect("set on open");
         let list = notes.lock().unwrap().clone();
         Ok(list)
     });
@@ -99,7 +99,7 @@ fn handlers() -> Handlers {
         Ok(())
     });
     h.handle_buffer_notification("", |sock: &Sock, name: &str, payload: Bytes| {
-        if let Some(notes) = sock.user_data::<Notes>() {
+        if let Some(notes) = sock.data::<Notes>() {
             notes.lock().unwrap().push((
                 name.to_owned(),
                 String::from_utf8_lossy(&payload).into_owned(),
@@ -151,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::new()
         .handlers(h)
         .limits(Limits::default().stream_requests(16))
-        .on_open(|sock| sock.set_user_data::<Notes>(Mutex::default()));
+        .on_open(|sock| sock.insert_data::<Notes>(Mutex::default()));
     let log = js_log.clone();
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))

@@ -28,15 +28,14 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{
-    self, message_from_parts, message_with_name, parse_hex, Message, MsgType, Name, RequestId,
-};
+use crate::frame::{Message, MsgType, Name, RequestId};
+use crate::header::{self, message_from_parts, message_with_name, parse_hex};
 
 /// What the decoder produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// The peer's protocol version (always the first frame). The decoder has already checked
-    /// that it is [`frame::PROTOCOL_VERSION`].
+    /// that it is [`crate::frame::PROTOCOL_VERSION`].
     Version(u8),
     /// A complete message.
     Message(Message),
@@ -122,7 +121,7 @@ impl Decoder {
         if self.state != State::Messages {
             return 0;
         }
-        match frame::parse_header(buf) {
+        match header::parse_header(buf) {
             Ok(Some(h)) if h.size <= self.max_payload => {
                 (h.len + h.payload_len()).saturating_sub(buf.len())
             }
@@ -153,7 +152,7 @@ impl Decoder {
                         reason: "protocol version must be 2 hex digits",
                         at: usize::from(buf[0].is_ascii_hexdigit()),
                     })? as u8;
-                    if v != frame::PROTOCOL_VERSION {
+                    if v != crate::frame::PROTOCOL_VERSION {
                         return Err(DecodeError::UnsupportedVersion(v));
                     }
                     buf.advance(2);
@@ -176,7 +175,7 @@ impl Decoder {
     }
 
     fn decode_message(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
-        let h = match frame::parse_header(buf) {
+        let h = match header::parse_header(buf) {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(None),
             Err(e) => {

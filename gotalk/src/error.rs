@@ -9,43 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A protocol error code, as carried by an `f` message.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProtocolErrorCode(pub u32);
-
-impl ProtocolErrorCode {
-    /// 0: closed because of an abnormal condition (e.g. a server fault).
-    pub const ABNORMAL: ProtocolErrorCode = ProtocolErrorCode(0);
-    /// 1: the other side does not support the caller's protocol version.
-    pub const UNSUPPORTED: ProtocolErrorCode = ProtocolErrorCode(1);
-    /// 2: an invalid message was transmitted.
-    pub const INVALID_MSG: ProtocolErrorCode = ProtocolErrorCode(2);
-    /// 3: the other side closed the connection because communicating took too long.
-    pub const TIMEOUT: ProtocolErrorCode = ProtocolErrorCode(3);
-
-    /// The meaning of the code in words.
-    pub fn description(self) -> &'static str {
-        match self.0 {
-            0 => "abnormal condition",
-            1 => "unsupported protocol",
-            2 => "invalid protocol message",
-            3 => "timeout",
-            _ => "unknown protocol error",
-        }
-    }
-}
-
-impl fmt::Debug for ProtocolErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProtocolErrorCode({} {:?})", self.0, self.description())
-    }
-}
-
-impl fmt::Display for ProtocolErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (code {})", self.description(), self.0)
-    }
-}
+use crate::frame::ProtocolErrorCode;
 
 /// Which end of a connection did something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,10 +41,23 @@ pub enum CloseReason {
         detail: String,
     },
     /// Reading or writing the connection failed.
-    Io(String),
+    Io {
+        /// What kind of failure it was (e.g. `ConnectionReset`, `TimedOut`, `UnexpectedEof`).
+        kind: std::io::ErrorKind,
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 impl CloseReason {
+    /// An I/O failure, keeping its kind.
+    pub fn io(e: &std::io::Error) -> CloseReason {
+        CloseReason::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
     /// The protocol error code, if a protocol error ended the connection.
     pub fn protocol_error_code(&self) -> Option<ProtocolErrorCode> {
         match self {
@@ -106,7 +83,7 @@ impl fmt::Display for CloseReason {
                 }
                 Ok(())
             }
-            CloseReason::Io(e) => write!(f, "connection failed: {e}"),
+            CloseReason::Io { message, .. } => write!(f, "connection failed: {message}"),
         }
     }
 }
@@ -198,6 +175,10 @@ impl Error {
     }
 }
 
+/// Items carried to a [`crate::StreamReceiver`]: a part, an empty part for the end, or an
+/// error.
+pub(crate) type PartResult = std::result::Result<bytes::Bytes, Error>;
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -247,8 +228,16 @@ impl HandlerError {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    /// The error's message; for an [`Error`] from a request to another peer, the peer's own
+    /// message unchanged (a handler that forwards a peer's error with `?` adds no prefix, however
+    /// many hops the error travels) and its RetryResult wait.
     fn from(e: E) -> HandlerError {
-        HandlerError::msg(e)
+        let any: &dyn std::any::Any = &e;
+        match any.downcast_ref::<Error>() {
+            Some(Error::Remote(text)) => HandlerError::msg(text),
+            Some(Error::Retry { wait, message }) => HandlerError::retry(*wait, message),
+            _ => HandlerError::msg(e),
+        }
     }
 }
 

@@ -95,6 +95,10 @@ pub const UNEXPECTED_PARAMETER_TYPE: &str = "unexpected parameter type";
 #[derive(Clone, Default)]
 pub struct Handlers {
     requests: HashMap<String, RequestHandler, NameHash>,
+    /// The fallbacks (op `""`), one of each kind: a catch-all for single requests and one for
+    /// stream requests can be registered side by side.
+    fallback_buffer: Option<RequestHandler>,
+    fallback_stream: Option<RequestHandler>,
     notifications: HashMap<String, Arc<NotificationHandler>, NameHash>,
 }
 
@@ -127,7 +131,10 @@ impl std::hash::Hasher for Fnv {
 
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ops: Vec<_> = self.requests.keys().collect();
+        let mut ops: Vec<_> = self.requests.keys().map(String::as_str).collect();
+        if self.fallback_buffer.is_some() || self.fallback_stream.is_some() {
+            ops.push("");
+        }
         ops.sort();
         let mut notes: Vec<_> = self.notifications.keys().collect();
         notes.sort();
@@ -200,8 +207,7 @@ impl Handlers {
         Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
     {
         let h: Arc<BufferHandler> = Arc::new(move |s, op, p| Box::pin(f(s, op, p)));
-        self.requests
-            .insert(op.to_owned(), RequestHandler::Buffer(h));
+        self.insert(op, RequestHandler::Buffer(h));
         self
     }
 
@@ -215,8 +221,7 @@ impl Handlers {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let h: Arc<StreamHandler> = Arc::new(move |s, op, rx, tx| Box::pin(f(s, op, rx, tx)));
-        self.requests
-            .insert(op.to_owned(), RequestHandler::Stream(h));
+        self.insert(op, RequestHandler::Stream(h));
         self
     }
 
@@ -253,9 +258,47 @@ impl Handlers {
         self
     }
 
-    /// The handler for operation `op`, or the fallback (`""`) if `op` has none.
+    fn insert(&mut self, op: &str, h: RequestHandler) {
+        match (op.is_empty(), &h) {
+            (true, RequestHandler::Buffer(_)) => self.fallback_buffer = Some(h),
+            (true, RequestHandler::Stream(_)) => self.fallback_stream = Some(h),
+            (false, _) => {
+                self.requests.insert(op.to_owned(), h);
+            }
+        }
+    }
+
+    /// The handler for operation `op`, or a fallback (`""`) if `op` has none (the single-request
+    /// one when there are both).
     pub fn find_request(&self, op: &str) -> Option<&RequestHandler> {
-        self.requests.get(op).or_else(|| self.requests.get(""))
+        self.requests
+            .get(op)
+            .or(self.fallback_buffer.as_ref())
+            .or(self.fallback_stream.as_ref())
+    }
+
+    /// The handler for a single request (`stream` false) or a stream request (`stream` true)
+    /// for `op`: its own handler if it is of that kind, else the fallback of that kind.
+    ///
+    /// ```
+    /// use gotalk::handlers::RequestHandler;
+    /// use gotalk::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.handle_buffer("", |_s, _op, p| async move { Ok(p) });
+    /// h.handle_stream("", |_s, _op, _parts, _out| async move { Ok(()) });
+    /// h.handle_buffer("echo", |_s, _op, p| async move { Ok(p) });
+    /// let stream = |op| matches!(h.find_request_for(op, true), Some(RequestHandler::Stream(_)));
+    /// let single = |op| matches!(h.find_request_for(op, false), Some(RequestHandler::Buffer(_)));
+    /// assert!(single("any") && stream("any"));
+    /// assert!(single("echo") && stream("echo"));
+    /// assert!(Handlers::new().find_request_for("any", false).is_none());
+    /// ```
+    pub fn find_request_for(&self, op: &str, stream: bool) -> Option<&RequestHandler> {
+        match self.requests.get(op) {
+            Some(h) if matches!(h, RequestHandler::Stream(_)) == stream => Some(h),
+            _ if stream => self.fallback_stream.as_ref(),
+            _ => self.fallback_buffer.as_ref(),
+        }
     }
 
     /// The handler for notification `name`, or the fallback (`""`) if `name` has none.
@@ -269,6 +312,12 @@ impl Handlers {
     pub fn merge(&mut self, other: &Handlers) -> &mut Self {
         self.requests
             .extend(other.requests.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if other.fallback_buffer.is_some() {
+            self.fallback_buffer.clone_from(&other.fallback_buffer);
+        }
+        if other.fallback_stream.is_some() {
+            self.fallback_stream.clone_from(&other.fallback_stream);
+        }
         self.notifications.extend(
             other
                 .notifications

@@ -83,14 +83,20 @@
 
 pub mod addr;
 pub mod codec;
-mod conn;
+pub mod config;
+mod decide;
 pub mod error;
 pub mod frame;
 pub mod handlers;
+#[doc(hidden)]
+pub mod header;
+mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
 pub mod limits;
+mod notification;
 mod outbox;
+mod pending;
 pub mod rooms;
 pub mod server;
 pub mod sock;
@@ -99,14 +105,17 @@ pub mod transport;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
-pub use error::{CloseReason, Error, HandlerError, ProtocolErrorCode, Result, Side};
+pub use config::Config;
+pub use error::{CloseReason, Error, HandlerError, Result, Side};
+pub use frame::ProtocolErrorCode;
 pub use handlers::{
     default_handlers, handle, handle_buffer, handle_buffer_notification, handle_notification,
     handle_stream, Handlers,
 };
 pub use limits::Limits;
+pub use notification::Notification;
 pub use server::{Server, ServerOptions};
-pub use sock::{Config, Notification, Sock};
+pub use sock::Sock;
 pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;

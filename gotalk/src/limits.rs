@@ -3,10 +3,11 @@
 //! | limit | default | enforced where | what the peer sees |
 //! |---|---|---|---|
 //! | [`max_payload`](Limits::max_payload) | 16 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
-//! | [`buffer_requests`](Limits::buffer_requests) | unlimited | on each `r`/`s` | RetryResult `request rate limit` |
-//! | [`stream_requests`](Limits::stream_requests) | 0 (disabled) | on each `s` | ErrorResult `stream requests not supported`, or RetryResult |
+//! | [`buffer_requests`](Limits::buffer_requests) | [`UNLIMITED`](Limits::UNLIMITED) | on each `r`/`s` | RetryResult `request rate limit` |
+//! | [`stream_requests`](Limits::stream_requests) | 0 (none: refused) | on each `s` | ErrorResult `stream requests not supported`, or RetryResult |
 //! | [`read_timeout`](Limits::read_timeout) | 30 s | reader, per message | ProtocolError 3 and close |
 //! | [`write_timeout`](Limits::write_timeout) | 30 s | writer | connection closed (peer does not read) |
+//! | [`handshake_timeout`](Limits::handshake_timeout) | 10 s | opening a connection | connection dropped |
 //! | [`write_queue`](Limits::write_queue) | 1024 messages | senders wait when full | back-pressure |
 //! | [`stream_queue`](Limits::stream_queue) | 32 parts | reader waits when full | back-pressure |
 //!
@@ -22,7 +23,7 @@
 //!     .max_payload(1 << 20)
 //!     .read_timeout(Some(Duration::from_secs(10)))
 //!     .retry_wait(Duration::from_millis(100), Duration::from_secs(1));
-//! assert_eq!(limits.get_stream_requests(), 4);
+//! assert_eq!(limits.stream_requests, 4);
 //! ```
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,17 +34,35 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 
 /// Resource limits for connections. Cheap to clone; see the [module docs](self) for the table of
 /// defaults.
+///
+/// Read a limit from its field (`limits.max_payload`); set it with the builder method of the
+/// same name. Counts are plain numbers — `0` allows none — with [`Limits::UNLIMITED`] for no
+/// limit; a timeout of `None` waits forever.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
-    max_payload: u32,
-    buffer_requests: u32,
-    stream_requests: u32,
-    retry_wait_min: Duration,
-    retry_wait_max: Duration,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    write_queue: usize,
-    stream_queue: usize,
+    /// Largest payload accepted in one message, in bytes.
+    pub max_payload: u32,
+    /// Requests (of any kind) one connection may have in progress at once.
+    pub buffer_requests: u32,
+    /// Stream requests one connection may have in progress at once (`0`: none, streams are
+    /// refused).
+    pub stream_requests: u32,
+    /// Shortest `wait` drawn for a limit's RetryResult.
+    pub retry_wait_min: Duration,
+    /// Longest `wait` drawn for a limit's RetryResult.
+    pub retry_wait_max: Duration,
+    /// Longest time to wait for the next complete message.
+    pub read_timeout: Option<Duration>,
+    /// Longest time a write may make no progress.
+    pub write_timeout: Option<Duration>,
+    /// Longest wait for the peer's protocol version when a connection opens (and, on
+    /// transports that have one, for the TLS or WebSocket handshake before it).
+    pub handshake_timeout: Option<Duration>,
+    /// Messages that may wait to be written before senders are made to wait.
+    pub write_queue: usize,
+    /// Parts of one incoming stream buffered before the reader waits for its handler.
+    pub stream_queue: usize,
 }
 
 impl Default for Limits {
@@ -52,12 +71,13 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_payload: DEFAULT_MAX_PAYLOAD,
-            buffer_requests: 0,
+            buffer_requests: Limits::UNLIMITED,
             stream_requests: 0,
             retry_wait_min: Duration::from_millis(500),
             retry_wait_max: Duration::from_millis(5000),
             read_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Some(Duration::from_secs(10)),
             write_queue: 1024,
             stream_queue: 32,
         }
@@ -65,11 +85,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// A count that means "no limit".
+    pub const UNLIMITED: u32 = u32::MAX;
+
     /// No request limits and no read timeout (like the reference's `NoLimits`); stream requests
     /// are unlimited. The payload limit stays at its default.
     pub fn none() -> Limits {
         Limits {
-            stream_requests: u32::MAX,
+            buffer_requests: Limits::UNLIMITED,
+            stream_requests: Limits::UNLIMITED,
             read_timeout: None,
             ..Limits::default()
         }
@@ -82,15 +106,16 @@ impl Limits {
         self
     }
 
-    /// How many requests (of any kind) one connection may have in progress at once; `0` means
-    /// unlimited. Requests over the limit get a RetryResult.
+    /// How many requests (of any kind) one connection may have in progress at once
+    /// ([`Limits::UNLIMITED`] for no limit). Requests over the limit get a RetryResult.
     pub fn buffer_requests(mut self, n: u32) -> Limits {
         self.buffer_requests = n;
         self
     }
 
-    /// How many stream requests one connection may have in progress at once; `0` disables
-    /// stream requests (the default, as in the reference).
+    /// How many stream requests one connection may have in progress at once; `0` refuses
+    /// stream requests with an ErrorResult, [`Limits::UNLIMITED`] sets no limit beyond
+    /// [`Limits::buffer_requests`]. Stream requests over the limit get a RetryResult.
     pub fn stream_requests(mut self, n: u32) -> Limits {
         self.stream_requests = n;
         self
@@ -117,45 +142,30 @@ impl Limits {
         self
     }
 
-    /// Messages that may wait to be written before senders are made to wait.
+    /// Longest wait for the handshakes when a connection opens (the peer's protocol version,
+    /// and the TLS or WebSocket handshake before it); `None` waits forever.
+    pub fn handshake_timeout(mut self, t: Option<Duration>) -> Limits {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Messages that may wait to be written before senders are made to wait (at least 1).
     pub fn write_queue(mut self, n: usize) -> Limits {
         self.write_queue = n.max(1);
         self
     }
 
-    /// Parts of one incoming stream request buffered before the reader waits for its handler.
+    /// Parts of one incoming stream request buffered before the reader waits for its handler
+    /// (at least 1).
     pub fn stream_queue(mut self, n: usize) -> Limits {
         self.stream_queue = n.max(1);
         self
     }
 
-    /// See [`Limits::max_payload`].
-    pub fn get_max_payload(&self) -> u32 {
-        self.max_payload
-    }
-    /// See [`Limits::buffer_requests`].
-    pub fn get_buffer_requests(&self) -> u32 {
-        self.buffer_requests
-    }
-    /// See [`Limits::stream_requests`].
-    pub fn get_stream_requests(&self) -> u32 {
-        self.stream_requests
-    }
-    /// See [`Limits::read_timeout`].
-    pub fn get_read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
-    }
-    /// See [`Limits::write_timeout`].
-    pub fn get_write_timeout(&self) -> Option<Duration> {
-        self.write_timeout
-    }
-    /// See [`Limits::write_queue`].
-    pub fn get_write_queue(&self) -> usize {
-        self.write_queue
-    }
-    /// See [`Limits::stream_queue`].
-    pub fn get_stream_queue(&self) -> usize {
-        self.stream_queue
+    /// The handshake timeout as a duration (`None`: a year, as good as forever).
+    pub(crate) fn handshake_wait(&self) -> Duration {
+        self.handshake_timeout
+            .unwrap_or(Duration::from_secs(365 * 86400))
     }
 
     /// A wait for a RetryResult, drawn uniformly from the configured range.
@@ -216,10 +226,10 @@ impl Counters {
     }
 }
 
-/// Takes one unit of `counter` unless that would exceed `limit` (0 = unlimited).
+/// Takes one unit of `counter` unless that would exceed `limit`.
 fn take(counter: &AtomicU32, limit: u32) -> bool {
     let n = counter.fetch_add(1, Ordering::AcqRel) + 1;
-    if limit != 0 && n > limit {
+    if limit != Limits::UNLIMITED && n > limit {
         counter.fetch_sub(1, Ordering::AcqRel);
         return false;
     }

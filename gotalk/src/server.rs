@@ -28,8 +28,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::Result;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 use crate::transport;
 
 #[derive(Default)]
@@ -111,7 +112,7 @@ impl Server {
 
     /// Binds a TCP address (`tls://host:port`, `tcp://host:port` or `host:port`) and serves
     /// gotalk over TLS on it: every accepted connection does the TLS handshake (within the
-    /// [`Config::handshake_timeout`]) before the gotalk one. [`Server::local_addr`] is a
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout)) before the gotalk one. [`Server::local_addr`] is a
     /// `tls://` address. See [`transport::tls`].
     #[cfg(feature = "tls")]
     pub async fn bind_tls(
@@ -265,8 +266,8 @@ impl Server {
 /// Wraps the user's callbacks so the registry learns about every connection that opens and
 /// closes.
 fn tracked(config: Config, registry: Arc<Registry>) -> Config {
-    let user_open = config.on_open_callback();
-    let user_close = config.on_close_callback();
+    let user_open = config.callbacks.open.clone();
+    let user_close = config.callbacks.close.clone();
     let reg_open = registry.clone();
     config
         .on_open(move |sock| {

@@ -13,12 +13,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::error::{CloseReason, Error, Result};
+use crate::error::{CloseReason, Error, PartResult, Result};
 use crate::frame::{Message, Name, RequestId};
+use crate::pending::Waiter;
 use crate::sock::Sock;
 
-/// Items carried to a [`StreamReceiver`]: a part, an empty part for the end, or an error.
-pub(crate) type PartResult = std::result::Result<Bytes, Error>;
+impl Sock {
+    /// Starts streaming request `op`. Write request parts with the returned [`StreamSender`]
+    /// (the first write sends the request itself) and end it with [`StreamSender::end`]; read
+    /// result parts from the [`StreamReceiver`]. An ErrorResult or RetryResult arrives as an
+    /// error from [`StreamReceiver::recv`].
+    pub async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver)> {
+        let op = Name::new(op)?;
+        let (tx, rx) = mpsc::channel(self.limits().stream_queue);
+        let id = self.register(Waiter::Stream(tx))?;
+        Ok((
+            StreamSender::request(self.clone(), id, op),
+            StreamReceiver::for_request(rx, self.clone(), id),
+        ))
+    }
+}
 
 /// Reads the parts of a stream, in order.
 ///

@@ -54,7 +54,7 @@ async fn server_killed_fails_every_pending_request_at_once() {
     for p in pending {
         match within("pending request resolved", p).await.unwrap() {
             Err(Error::Closed(reason)) => assert!(
-                matches!(reason, CloseReason::PeerClosed | CloseReason::Io(_)),
+                matches!(reason, CloseReason::PeerClosed | CloseReason::Io { .. }),
                 "unexpected reason {reason:?}"
             ),
             other => panic!("expected Error::Closed, got {other:?}"),
@@ -109,7 +109,7 @@ async fn connection_cut_mid_message_fails_every_pending_request() {
     within("script", script).await.unwrap();
     for p in pending {
         match within("pending request resolved", p).await.unwrap() {
-            Err(Error::Closed(CloseReason::Io(text))) => assert!(
+            Err(Error::Closed(CloseReason::Io { message: text, .. })) => assert!(
                 text.contains("middle of a message"),
                 "unexpected reason {text:?}"
             ),

@@ -282,7 +282,7 @@ async fn user_data_peer_address_and_heartbeats() {
         "127.0.0.1:0",
         Config::new()
             .handlers(handlers())
-            .on_open(|s| s.set_user_data(String::from("session-1")))
+            .on_open(|s| s.insert_data(String::from("session-1")))
             .on_heartbeat(move |_s, load, _t| {
                 if load == 7 {
                     b.fetch_add(1, Ordering::SeqCst);
@@ -297,7 +297,7 @@ async fn user_data_peer_address_and_heartbeats() {
     )
     .await
     .unwrap();
-    s.set_heartbeat_load(7);
+    s.set_heartbeat_load(Some(7));
     s.send_heartbeat(7).await.unwrap();
     assert!(s.peer_addr().unwrap().starts_with("127.0.0.1:"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -308,10 +308,7 @@ async fn user_data_peer_address_and_heartbeats() {
     let conns = server.connections();
     assert_eq!(conns.len(), 1);
     assert_eq!(
-        conns[0]
-            .user_data::<String>()
-            .as_deref()
-            .map(String::as_str),
+        conns[0].data::<String>().as_deref().map(String::as_str),
         Some("session-1")
     );
 }

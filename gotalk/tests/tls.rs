@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gotalk::transport::tls::{roots_from_pem, ClientAuth, TlsClientConfig, TlsServerConfig};
-use gotalk::{Config, Error, Handlers, Server};
+use gotalk::{Config, Error, Handlers, Limits, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 const HANG: Duration = Duration::from_secs(20);
@@ -240,7 +240,7 @@ async fn plaintext_client_against_tls_server_does_not_hang_or_succeed() {
     let addr = format!("tcp://127.0.0.1:{}", port(&server));
     let config = Config::new()
         .heartbeat_interval(None)
-        .handshake_timeout(Duration::from_secs(2));
+        .limits(Limits::default().handshake_timeout(Some(Duration::from_secs(2))));
     let res = tokio::time::timeout(HANG, gotalk::connect_with(&addr, &config))
         .await
         .expect("hung");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser end-to-end tests: gotalk.js in headless Chromium (driven by playwright-core) against
-# the Rust WebSocket server (examples websocket-test-server and websocket-chat).
+# the Rust WebSocket server (examples websocket-test-server, websocket-chat, websocket-minimal)
+# and the demo (`gotalk serve`).
 # Installs what it needs: Debian's chromium when /usr/bin/chromium is missing, npm packages.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,8 @@ fi
 
 cd "$ROOT"
 echo "building the test servers"
-if ! cargo build --release -q -p gotalk --example websocket-test-server --example websocket-chat; then
+if ! cargo build --release -q -p gotalk --example websocket-test-server --example websocket-chat \
+    --example websocket-minimal || ! cargo build --release -q -p gotalk-cli --bin gotalk; then
   echo "cargo build failed"; result 0 1 1
 fi
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use gotalk::{Config, Error, Handlers, Sock};
-use gotalk_cli::util::read_payload_arg;
-use tokio::io::AsyncBufReadExt;
+use gotalk::{Config, Error, Handlers, Limits, Sock};
+use gotalk_cli::escape;
+use gotalk_cli::util::{read_line, read_payload_arg, Line};
 
-use super::{duration_arg, err_line, fail, parse_addr, usage, ClientTls, CmdResult, Fail};
+use super::dial::{describe, dial};
+use super::{duration_arg, err_line, fail, usage, ClientTls, CmdResult, Fail};
 
 pub const CALL_HELP: &str = "\
 Examples:
@@ -20,9 +21,14 @@ Examples:
   echo '{\"name\":\"Bob\"}' | gotalk call tls://example.com:443 greet -
   printf 'a\\nb\\n' | gotalk call localhost:1234 stream-echo --stream
 
-The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise). An
-error result goes to stderr and the exit code is 1. Notifications the peer sends while the call
-is in progress are shown on stderr.";
+The result goes to stdout (pretty JSON when it is JSON, the bytes as they are otherwise; on a
+terminal, control characters and escape sequences from the peer are shown escaped). An error
+result goes to stderr and the exit code is 1. Notifications the peer sends while the call is
+in progress are shown on stderr.
+
+With --stream, each line of standard input is a part, and result parts are printed as they
+arrive: pretty on a terminal; to a pipe, one part per line (compact JSON, other parts as they
+are followed by a newline, --raw parts byte for byte followed by a newline).";
 
 /// Arguments of `gotalk call`.
 #[derive(Args, Debug)]
@@ -86,8 +92,9 @@ fn client_config(tls: &ClientTls) -> Result<Config, Fail> {
     let mut h = Handlers::new();
     h.handle_buffer_notification("", |_sock, name, payload| {
         err_line(&format!(
-            "notification {name}: {}",
-            String::from_utf8_lossy(&payload)
+            "notification {}: {}",
+            escape::line(name),
+            escape::line_bytes(&payload)
         ));
     });
     tls.apply(Config::new().handlers(h).heartbeat_interval(None))
@@ -107,42 +114,72 @@ async fn with_timeout<T>(
     }
 }
 
-async fn connect(addr: &str, config: &Config) -> Result<Sock, Fail> {
-    parse_addr(addr)?;
-    gotalk::connect_with(addr, config)
-        .await
-        .map_err(|e| fail(format!("cannot connect to {addr}: {e}")))
-}
-
 fn request_error(op: &str, e: Error) -> Fail {
-    match e {
-        Error::Remote(msg) => fail(format!("{op}: error result: {msg}")),
-        Error::Retry { wait, message } => fail(format!(
-            "{op}: the peer asked to retry after {wait:?}: {message}"
-        )),
-        e => fail(format!("{op}: {e}")),
-    }
+    fail(format!("{}: {}", escape::line(op), describe(&e)))
 }
 
-/// Prints a result: pretty JSON when it parses (and not `raw`), the bytes otherwise.
-fn print_result(bytes: &[u8], raw: bool) {
-    let mut out = std::io::stdout().lock();
-    if !raw && !bytes.is_empty() {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            );
-            let _ = out.flush();
-            return;
+/// How results are written.
+#[derive(Clone, Copy)]
+struct Output {
+    raw: bool,
+    terminal: bool,
+}
+
+impl Output {
+    fn stdout(raw: bool) -> Output {
+        Output {
+            raw,
+            terminal: std::io::stdout().is_terminal(),
         }
     }
-    let _ = out.write_all(bytes);
-    if !raw && !bytes.ends_with(b"\n") && !bytes.is_empty() && std::io::stdout().is_terminal() {
-        let _ = out.write_all(b"\n");
+
+    /// A single result: pretty JSON when it parses (and not `raw`); otherwise the bytes as they
+    /// are, or escaped on a terminal (a peer's bytes must not drive the terminal).
+    fn result(self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        if let Some(v) = self.json(bytes) {
+            let _ = writeln!(out, "{}", pretty_json(&v));
+        } else if self.terminal {
+            let shown = escape::text_bytes(bytes);
+            let _ = out.write_all(shown.as_bytes());
+            if !shown.is_empty() && !shown.ends_with('\n') {
+                let _ = out.write_all(b"\n");
+            }
+        } else {
+            let _ = out.write_all(bytes);
+        }
+        let _ = out.flush();
     }
-    let _ = out.flush();
+
+    /// One part of a stream: on a terminal like a single result; to a pipe, one part per
+    /// line (compact JSON, or the bytes as they are followed by a newline).
+    fn part(self, bytes: &[u8]) {
+        if self.terminal {
+            return self.result(bytes);
+        }
+        let mut out = std::io::stdout().lock();
+        match self.json(bytes) {
+            Some(v) => {
+                let _ = writeln!(out, "{}", escape::json(v.to_string()));
+            }
+            None => {
+                let _ = out.write_all(bytes);
+                let _ = out.write_all(b"\n");
+            }
+        }
+        let _ = out.flush();
+    }
+
+    fn json(self, bytes: &[u8]) -> Option<serde_json::Value> {
+        if self.raw || bytes.is_empty() {
+            return None;
+        }
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+fn pretty_json(v: &serde_json::Value) -> String {
+    escape::json(serde_json::to_string_pretty(v).unwrap_or_default())
 }
 
 async fn close(sock: &Sock) {
@@ -157,40 +194,56 @@ pub async fn call(a: CallArgs) -> CmdResult {
     }
     let payload = payload(a.payload.as_deref(), a.raw)?;
     let out = with_timeout(a.timeout, &format!("calling {}", a.op), async {
-        let sock = connect(&a.addr, &config).await?;
+        let sock = dial(&a.addr, &config, &a.tls, a.timeout).await?;
         let res = sock.buffer_request(&a.op, payload).await;
         close(&sock).await;
         res.map_err(|e| request_error(&a.op, e))
     })
     .await?;
-    print_result(&out, a.raw);
+    Output::stdout(a.raw).result(&out);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn stream(a: CallArgs, config: Config) -> CmdResult {
     // In a stream the first payload is a part like the others: sent as it is.
     let first = payload(a.payload.as_deref(), true)?;
-    let sock = with_timeout(a.timeout, "connecting", connect(&a.addr, &config)).await?;
+    let sock = with_timeout(
+        a.timeout,
+        "connecting",
+        dial(&a.addr, &config, &a.tls, a.timeout),
+    )
+    .await?;
     let (mut tx, mut rx) = sock
         .stream_request(&a.op)
         .await
         .map_err(|e| request_error(&a.op, e))?;
     let op = a.op.clone();
+    // A line is a part: it cannot be longer than a payload may be.
+    let max_line = Limits::default().max_payload as usize;
     let sender = tokio::spawn(async move {
         if !first.is_empty() {
             tx.write(first).await?;
         }
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Some(line) = lines.next_line().await? {
-            if line.is_empty() {
-                continue; // an empty part would end the stream
+        let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+        loop {
+            match read_line(&mut input, max_line).await? {
+                // An empty part would end the stream.
+                Line::Text(line) if line.is_empty() => {}
+                Line::Text(line) => tx.write(line).await?,
+                Line::TooLong => {
+                    return Err(Error::PayloadTooLarge {
+                        size: max_line + 1,
+                        limit: max_line,
+                    })
+                }
+                Line::End => break,
             }
-            tx.write(line.into_bytes()).await?;
         }
         tx.end().await?;
         Ok::<_, Error>(())
     });
     let mut sender = Some(sender);
+    let output = Output::stdout(a.raw);
     let result = loop {
         let next = match (&mut sender, a.timeout.is_zero()) {
             // Once our side has ended, the rest of the answer must come within the timeout.
@@ -219,13 +272,7 @@ async fn stream(a: CallArgs, config: Config) -> CmdResult {
             (None, true) => rx.recv().await,
         };
         match next {
-            Ok(Some(part)) => {
-                print_result(&part, a.raw);
-                if !a.raw && !part.ends_with(b"\n") && !std::io::stdout().is_terminal() {
-                    // One part per line, like the lines that went in.
-                    let _ = std::io::stdout().write_all(b"\n");
-                }
-            }
+            Ok(Some(part)) => output.part(&part),
             Ok(None) => break Ok(ExitCode::SUCCESS),
             Err(e) => break Err(request_error(&op, e)),
         }
@@ -241,10 +288,10 @@ pub async fn notify(a: NotifyArgs) -> CmdResult {
     let config = client_config(&a.tls)?;
     let payload = payload(a.payload.as_deref(), a.raw)?;
     with_timeout(a.timeout, &format!("sending {}", a.name), async {
-        let sock = connect(&a.addr, &config).await?;
+        let sock = dial(&a.addr, &config, &a.tls, a.timeout).await?;
         sock.buffer_notify(&a.name, payload)
             .await
-            .map_err(|e| fail(format!("{}: {e}", a.name)))?;
+            .map_err(|e| request_error(&a.name, e))?;
         // Closing flushes what is queued before the connection ends.
         close(&sock).await;
         Ok(())

@@ -102,9 +102,9 @@ fn decode_one(printer: &Printer, bytes: &[u8], dir: Option<Dir>, version: bool) 
     match res {
         Ok(()) => {
             err_line(&format!(
-                "{label}: {} frames, {} bytes, valid",
-                d.frames(),
-                bytes.len()
+                "{label}: {}, {}, valid",
+                count(d.frames(), "frame"),
+                count(bytes.len() as u64, "byte")
             ));
             true
         }
@@ -115,8 +115,20 @@ fn decode_one(printer: &Printer, bytes: &[u8], dir: Option<Dir>, version: bool) 
                 ..Seen::default()
             };
             out_line(&printer.event(&seen, "invalid", &e.reason));
-            err_line(&format!("{label}: {} frames, then invalid {e}", d.frames()));
+            err_line(&format!(
+                "{label}: {}, then invalid {e}",
+                count(d.frames(), "frame")
+            ));
             false
         }
+    }
+}
+
+/// `1 frame`, `2 frames`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

@@ -10,7 +10,10 @@ use gotalk::{Addr, Config, Server};
 
 pub mod bench;
 pub mod call;
+pub mod connect;
 pub mod decode;
+pub mod dial;
+mod insecure;
 pub mod listen;
 pub mod proxy;
 pub mod serve;
@@ -65,10 +68,38 @@ pub struct ClientTls {
     /// For tls://: verify the server's certificate against this name instead of the host
     #[arg(long, value_name = "NAME")]
     pub servername: Option<String>,
+    /// For tls:// and wss://: do not check the server's certificate at all. For testing only:
+    /// anyone on the way can then read and change the conversation
+    #[arg(long, conflicts_with = "cacert")]
+    pub insecure: bool,
 }
 
 impl ClientTls {
+    /// Refuses --insecure where it means nothing, and warns loudly where it applies.
+    pub fn check(&self, addr: &str) -> Result<(), Fail> {
+        if !self.insecure {
+            return Ok(());
+        }
+        match parse_addr(addr)? {
+            Addr::Tls(_) => {}
+            Addr::WebSocket(url) if url.starts_with("wss:") => {}
+            _ => {
+                return Err(usage(format!(
+                    "--insecure is for tls:// and wss:// addresses, not {addr}"
+                )))
+            }
+        }
+        err_line(
+            "gotalk: WARNING: --insecure: the server's certificate is not checked; anyone on \
+             the way can read and change this conversation",
+        );
+        Ok(())
+    }
+
     pub fn tls_config(&self) -> Result<TlsClientConfig, Fail> {
+        if self.insecure {
+            return insecure::config(self);
+        }
         let mut tls = TlsClientConfig::new();
         if let Some(ca) = &self.cacert {
             tls = tls.trust_only_pem_file(ca).map_err(usage)?;

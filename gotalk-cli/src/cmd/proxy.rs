@@ -31,6 +31,16 @@ Direction: c→s is client to server, s→c server to client. Addresses: tcp://,
 
 /// Arguments of `gotalk proxy`.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("cacert", |a| a.help(
+        "For a tls:// upstream: trust only the CA certificates in this PEM file (default: the \
+         Mozilla roots)"
+    )),
+    mut_arg("insecure", |a| a.help(
+        "For a tls:// upstream: do not check its certificate at all. For testing only: anyone \
+         on the way can then read and change the conversation"
+    ))
+)]
 pub struct ProxyArgs {
     /// Where clients connect (tcp://HOST:PORT, HOST:PORT, unix:///PATH, tls://HOST:PORT)
     #[arg(long, value_name = "ADDR")]
@@ -144,6 +154,7 @@ async fn connect_upstream(a: &ProxyArgs) -> Result<BoxIo, String> {
 
 pub async fn run(a: ProxyArgs) -> CmdResult {
     parse_addr(&a.upstream)?;
+    a.client_tls.check(&a.upstream)?;
     let (listener, at) = bind(&a).await?;
     err_line(&format!(
         "proxy listening on {at}, forwarding to {}",

@@ -1,23 +1,43 @@
 //! `gotalk serve`: the demo server. A web page with a chat and an echo/greet console
 //! (WebSocket, served with `gotalk.js`), and the same operations over TCP.
+//!
+//! It runs on a developer's machine while they browse other sites, so it is careful with
+//! browsers: WebSocket upgrades from pages of other origins are refused unless allowed on the
+//! command line (any page a developer visits could otherwise drive it), and a chat member that
+//! does not read cannot make the server hold its messages without bound (see [`chat`]). What
+//! it listens on and what it refuses is logged with `tracing` (stderr, `RUST_LOG`).
 
-use std::net::SocketAddr;
+mod chat;
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
+use gotalk::ws::axum::http::header;
 use gotalk::ws::axum::{response::Html, routing::get, Router};
-use gotalk::ws::Endpoint;
-use gotalk::{Config, HandlerError, Handlers, Limits, Server, Sock};
-use gotalk_cli::util::rfc3339;
+use gotalk::ws::{Endpoint, OriginPolicy, WsRequest};
+use gotalk::{CloseReason, Config, Handlers, Limits, Server, Sock};
 use serde::{Deserialize, Serialize};
 
+use self::chat::Chat;
 use super::{err_line, fail, interrupted, out_line, CmdResult};
+
+const HELP: &str = "\
+Browsers: pages served by this server may open WebSockets to it; pages of other origins get 403
+unless allowed with --allow-origin (or --allow-any-origin). Programs (no Origin header) may always
+connect.
+
+Logging: what the server listens on, refused WebSocket upgrades, disconnected chat members and
+connection errors are logged to stderr at level info. Set RUST_LOG to change it, e.g.
+RUST_LOG=debug (every connection), RUST_LOG=warn (refusals only).";
 
 /// Arguments of `gotalk serve`.
 #[derive(Args, Debug)]
+#[command(after_help = HELP)]
 pub struct ServeArgs {
     /// Where the web page and the WebSocket endpoint (/gotalk/) are served
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1235")]
@@ -25,6 +45,95 @@ pub struct ServeArgs {
     /// Where gotalk over TCP is served ("off" to disable)
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
     pub tcp: String,
+    /// Also accept WebSocket upgrades from pages of this origin (scheme://host[:port]);
+    /// repeatable
+    #[arg(long = "allow-origin", value_name = "URL", value_parser = origin_arg)]
+    pub allow_origin: Vec<String>,
+    /// Accept WebSocket upgrades from pages of any origin (then any web site you visit can use
+    /// this server)
+    #[arg(long, conflicts_with = "allow_origin")]
+    pub allow_any_origin: bool,
+}
+
+/// `http://localhost:3000/` becomes `http://localhost:3000`; anything with a path, or without
+/// a scheme, is refused.
+fn origin_arg(s: &str) -> Result<String, String> {
+    let origin = s.trim().trim_end_matches('/');
+    let bad =
+        || format!("{s:?} is not an origin: use scheme://host[:port], e.g. http://localhost:3000");
+    let (scheme, authority) = origin.split_once("://").ok_or_else(bad)?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', ' ', '@'])
+    {
+        return Err(bad());
+    }
+    Ok(origin.to_owned())
+}
+
+/// Which pages may open a WebSocket: this server's own (the `Origin` names the `Host` the page
+/// was loaded from), those allowed on the command line, and programs (no `Origin`). Refusals
+/// are logged.
+///
+/// On a loopback address the `Host` must also be a loopback name: a page of another site
+/// whose name was made to resolve to 127.0.0.1 (DNS rebinding) has a matching `Origin` and
+/// `Host`, but not a loopback one.
+fn origin_policy(a: &ServeArgs, http: SocketAddr) -> OriginPolicy {
+    if a.allow_any_origin {
+        return OriginPolicy::Any;
+    }
+    let same = OriginPolicy::SameHost;
+    let allowed = OriginPolicy::allow(a.allow_origin.clone());
+    let loopback = http.ip().is_loopback();
+    OriginPolicy::check(move |req: &WsRequest| {
+        let Some(origin) = req.origin() else {
+            return true;
+        };
+        if allowed.allows(req) {
+            return true;
+        }
+        let same_host = same.allows(req);
+        let rebound = loopback && !req.host().is_some_and(is_loopback_host);
+        if same_host && !rebound {
+            return true;
+        }
+        let host = req.host().unwrap_or("");
+        let peer = req
+            .peer_addr()
+            .map_or_else(|| "?".into(), |a| a.to_string());
+        if same_host {
+            tracing::warn!(
+                origin,
+                host,
+                peer,
+                "WebSocket refused: a page whose host is not a loopback name (DNS rebinding?)"
+            );
+        } else {
+            tracing::warn!(
+                origin,
+                host,
+                peer,
+                "WebSocket refused: a page of another origin (see --allow-origin)"
+            );
+        }
+        false
+    })
+}
+
+/// Whether `host` (a `Host` header: name or IP, with or without a port) names this machine's
+/// loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Deserialize)]
@@ -44,46 +153,10 @@ struct ChatIn {
     text: String,
 }
 
-#[derive(Serialize, Clone)]
-struct ChatMsg {
+#[derive(Deserialize)]
+struct TypingIn {
+    #[serde(default)]
     name: String,
-    text: String,
-    time: String,
-}
-
-const HISTORY: usize = 100;
-const MAX_TEXT: usize = 2000;
-
-#[derive(Default)]
-struct Chat {
-    socks: Mutex<Vec<Sock>>,
-    history: Mutex<Vec<ChatMsg>>,
-}
-
-impl Chat {
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn post(&self, msg: ChatMsg) {
-        {
-            let mut h = Chat::lock(&self.history);
-            h.push(msg.clone());
-            let excess = h.len().saturating_sub(HISTORY);
-            h.drain(..excess);
-        }
-        let Ok(payload) = serde_json::to_vec(&msg) else {
-            return;
-        };
-        let payload = Bytes::from(payload);
-        for sock in Chat::lock(&self.socks).iter() {
-            let (sock, payload) = (sock.clone(), payload.clone());
-            // One task per recipient: a slow reader must not hold up the others.
-            tokio::spawn(async move {
-                let _ = sock.buffer_notify("chat/msg", payload).await;
-            });
-        }
-    }
 }
 
 fn handlers(chat: Arc<Chat>) -> Handlers {
@@ -107,29 +180,18 @@ fn handlers(chat: Arc<Chat>) -> Handlers {
     h.handle("chat/send", move |input: ChatIn| {
         let c = c.clone();
         async move {
-            let text = input.text.trim();
-            if text.is_empty() {
-                return Err(HandlerError::msg("empty message"));
-            }
-            let mut name = input.name.trim().to_owned();
-            if name.is_empty() {
-                name = "anonymous".into();
-            }
-            c.post(ChatMsg {
-                name: name.chars().take(40).collect(),
-                text: text.chars().take(MAX_TEXT).collect(),
-                time: rfc3339(SystemTime::now()),
-            });
+            c.post(&input.name, &input.text)?;
             Ok("ok")
         }
+    });
+    let c = chat.clone();
+    h.handle_notification_with_sock("chat/typing", move |sock: &Sock, t: TypingIn| {
+        c.typing(sock, &t.name)
     });
     // Any payload (or none) asks for the history.
     h.handle_buffer("chat/history", move |_sock, _op, _payload| {
         let c = chat.clone();
-        async move {
-            let history = Chat::lock(&c.history).clone();
-            Ok(Bytes::from(serde_json::to_vec(&history)?))
-        }
+        async move { Ok(c.history()) }
     });
     h
 }
@@ -139,12 +201,53 @@ fn config(chat: Arc<Chat>) -> Config {
     let on_close = chat.clone();
     Config::new()
         .handlers(handlers(chat))
-        .limits(Limits::default().stream_requests(64))
-        .on_open(move |sock| Chat::lock(&on_open.socks).push(sock.clone()))
-        .on_close(move |sock, _| Chat::lock(&on_close.socks).retain(|s| !s.same_as(sock)))
+        .limits(
+            Limits::default()
+                .stream_requests(64)
+                .write_queue(chat::WRITE_QUEUE),
+        )
+        .on_open(move |sock| {
+            tracing::debug!(peer = sock.peer_addr().unwrap_or("?"), "connection opened");
+            on_open.join(sock);
+        })
+        .on_close(move |sock, reason| {
+            on_close.leave(sock);
+            let peer = sock.peer_addr().unwrap_or("?");
+            match reason {
+                CloseReason::Local | CloseReason::PeerClosed => {
+                    tracing::debug!(peer, %reason, "connection closed")
+                }
+                _ => tracing::info!(peer, %reason, "connection ended with an error"),
+            }
+        })
 }
 
+/// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new("info"), Some(format!("{v:?}: {e}"))),
+        },
+        _ => (EnvFilter::new("info"), None),
+    };
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .try_init();
+    if let Some(bad) = bad {
+        tracing::warn!("RUST_LOG {bad}; logging at info");
+    }
+}
+
+const PAGE: &str = include_str!("serve/page.html");
+const FAVICON: &str = include_str!("serve/favicon.svg");
+
 pub async fn run(a: ServeArgs) -> CmdResult {
+    init_logging();
     let chat = Arc::new(Chat::default());
     let config = config(chat);
     let tcp = if a.tcp == "off" {
@@ -156,44 +259,74 @@ pub async fn run(a: ServeArgs) -> CmdResult {
                 .map_err(|e| fail(format!("cannot listen on {}: {e}", a.tcp)))?,
         )
     };
-    // The page's hint names the TCP address actually served.
-    let page = match &tcp {
-        Some(s) => PAGE.replace(
-            "127.0.0.1:1234",
-            s.local_addr().to_string().trim_start_matches("tcp://"),
-        ),
-        None => PAGE.to_owned(),
-    };
-    let app = Router::new()
-        .route("/", get(move || async move { Html(page) }))
-        .merge(Endpoint::new(config).router("/gotalk/"));
     let listener = tokio::net::TcpListener::bind(&a.http)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", a.http)))?;
     let http = listener
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", a.http)))?;
+    // The page's hints name the TCP address actually served; without one, the page fills in
+    // its own WebSocket address.
+    let tcp_hp = tcp.as_ref().map(|s| {
+        let at = s.local_addr().to_string();
+        at.trim_start_matches("tcp://").to_owned()
+    });
+    let page = PAGE.replace("{{CLI_ADDR}}", tcp_hp.as_deref().unwrap_or(""));
+    let icon = || async {
+        (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "max-age=86400"),
+            ],
+            Bytes::from_static(FAVICON.as_bytes()),
+        )
+    };
+    let endpoint = Endpoint::new(config).origin(origin_policy(&a, http));
+    let app = Router::new()
+        .route("/", get(move || async move { Html(page) }))
+        .route("/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
+        .merge(endpoint.router("/gotalk/"));
     let web = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
-            err_line(&format!("web server failed: {e}"));
+            tracing::error!("web server failed: {e}");
+            err_line(&format!("gotalk: web server failed: {e}"));
         }
     });
+    let origins = if a.allow_any_origin {
+        "any".to_owned()
+    } else {
+        std::iter::once("this server's pages".to_owned())
+            .chain(a.allow_origin.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    tracing::info!("listening for the web page on http://{http}/");
+    tracing::info!(
+        "listening for WebSocket upgrades on ws://{http}/gotalk/ (from pages of: {origins})"
+    );
+    match &tcp_hp {
+        Some(hp) => tracing::info!("listening for gotalk over TCP on tcp://{hp}"),
+        None => tracing::info!("gotalk over TCP is off"),
+    }
     out_line("gotalk demo server");
     out_line(&format!(
         "  web page   http://{http}/   (chat, and an echo/greet console)"
     ));
     out_line(&format!("  WebSocket  ws://{http}/gotalk/"));
-    if let Some(s) = &tcp {
-        let at = s.local_addr().to_string();
-        let hp = at.trim_start_matches("tcp://");
-        out_line(&format!("  TCP        {at}"));
-        out_line(&format!(
-            "try: gotalk call {hp} greet '{{\"name\":\"you\"}}'\n     gotalk call {hp} chat/send '{{\"name\":\"cli\",\"text\":\"hi from the shell\"}}'"
-        ));
-    }
+    let cli_addr = match &tcp_hp {
+        Some(hp) => {
+            out_line(&format!("  TCP        tcp://{hp}"));
+            hp.clone()
+        }
+        None => format!("ws://{http}/gotalk/"),
+    };
+    out_line(&format!(
+        "try: gotalk call {cli_addr} greet '{{\"name\":\"you\"}}'\n     gotalk call {cli_addr} chat/send '{{\"name\":\"cli\",\"text\":\"hi from the shell\"}}'"
+    ));
     out_line(
-        "operations: echo, greet, stream-echo, chat/send, chat/history; notification chat/msg",
+        "operations: echo, greet, stream-echo, chat/send, chat/history; notifications chat/msg, chat/typing",
     );
     out_line("Ctrl-C to stop");
     interrupted().await;
@@ -204,115 +337,52 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-const PAGE: &str = r##"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>gotalk demo</title>
-<style>
-  :root { --fg: #1d2330; --muted: #6b7385; --line: #dde1e8; --accent: #2f6fde; }
-  * { box-sizing: border-box; }
-  body { font: 15px/1.45 system-ui, -apple-system, sans-serif; color: var(--fg); margin: 0;
-         background: #f6f7f9; }
-  header { padding: 14px 24px; background: #fff; border-bottom: 1px solid var(--line);
-           display: flex; align-items: baseline; gap: 16px; }
-  header h1 { font-size: 18px; margin: 0; }
-  #status { color: var(--muted); }
-  #status.ok { color: #1a8a3a; }
-  main { display: grid; grid-template-columns: 1fr 1fr; gap: 20px; padding: 20px 24px;
-         max-width: 1100px; margin: 0 auto; }
-  @media (max-width: 800px) { main { grid-template-columns: 1fr; } }
-  section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px;
-            display: flex; flex-direction: column; min-height: 420px; }
-  h2 { font-size: 15px; margin: 0 0 10px; }
-  .log { flex: 1; overflow-y: auto; border: 1px solid var(--line); border-radius: 6px;
-         padding: 8px 10px; background: #fbfcfd; height: 300px; font-size: 14px; }
-  .msg { margin: 2px 0; } .msg b { color: var(--accent); } .msg time { color: var(--muted);
-         font-size: 12px; margin-right: 6px; }
-  pre { margin: 4px 0; white-space: pre-wrap; word-break: break-word; font-size: 13px; }
-  .err { color: #c62828; }
-  form { display: flex; gap: 8px; margin-top: 10px; }
-  input, select { font: inherit; padding: 6px 8px; border: 1px solid var(--line); border-radius: 6px; }
-  input.grow { flex: 1; min-width: 0; }
-  button { font: inherit; padding: 6px 14px; border: 0; border-radius: 6px; background: var(--accent);
-           color: #fff; cursor: pointer; }
-  p.hint { color: var(--muted); font-size: 13px; margin: 8px 0 0; }
-  code { background: #eef0f4; padding: 1px 4px; border-radius: 4px; }
-</style>
-<script src="/gotalk/gotalk.js"></script>
-</head>
-<body>
-<header><h1>gotalk demo</h1><span id="status">connecting…</span></header>
-<main>
-  <section>
-    <h2>Chat</h2>
-    <div id="chat" class="log"></div>
-    <form id="chat-form">
-      <input id="name" placeholder="name" size="10">
-      <input id="text" class="grow" placeholder="say something" autocomplete="off" autofocus>
-      <button>Send</button>
-    </form>
-    <p class="hint">Everyone on this page, and anyone running
-      <code>gotalk call 127.0.0.1:1234 chat/send '{"name":"cli","text":"hi"}'</code>, is in this room.</p>
-  </section>
-  <section>
-    <h2>Console</h2>
-    <div id="console" class="log"></div>
-    <form id="console-form">
-      <select id="op"><option>greet</option><option>echo</option><option>chat/history</option></select>
-      <input id="payload" class="grow" value='{"name":"World"}' autocomplete="off">
-      <button>Call</button>
-    </form>
-    <p class="hint">The payload is sent as JSON; the result (or the error) appears above.</p>
-  </section>
-</main>
-<script>
-  const $ = (id) => document.getElementById(id);
-  const add = (box, node) => { box.appendChild(node); box.scrollTop = box.scrollHeight; };
-  const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
-                                   if (text !== undefined) e.textContent = text; return e; };
-  function showChat(m) {
-    const line = el('div', 'msg');
-    line.appendChild(el('time', '', (m.time || '').slice(11, 19)));
-    line.appendChild(el('b', '', m.name + ': '));
-    line.appendChild(document.createTextNode(m.text));
-    add($('chat'), line);
-  }
-  gotalk.handleNotification('chat/msg', (m) => showChat(m));
-  $('name').value = localStorage.getItem('gotalk-name') || 'guest' + Math.floor(Math.random() * 1000);
-  const sock = gotalk.connection()
-    .on('open', async () => {
-      $('status').textContent = 'connected'; $('status').className = 'ok';
-      $('chat').textContent = '';
-      try { (await sock.request('chat/history')).forEach(showChat); } catch (e) {}
-    })
-    .on('close', (err) => {
-      $('status').textContent = 'disconnected' + (err ? ': ' + err.message : '') + ' (reconnecting)';
-      $('status').className = '';
-    });
-  $('chat-form').onsubmit = async (ev) => {
-    ev.preventDefault();
-    const text = $('text').value; if (!text.trim()) return;
-    localStorage.setItem('gotalk-name', $('name').value);
-    $('text').value = '';
-    try { await sock.request('chat/send', {name: $('name').value, text}); }
-    catch (err) { add($('chat'), el('div', 'err', 'error: ' + err.message)); }
-  };
-  $('op').onchange = () => {
-    $('payload').value = {greet: '{"name":"World"}', echo: '"Hello"', 'chat/history': 'null'}[$('op').value];
-  };
-  $('console-form').onsubmit = async (ev) => {
-    ev.preventDefault();
-    const op = $('op').value, text = $('payload').value;
-    let value;
-    try { value = JSON.parse(text); }
-    catch (err) { add($('console'), el('pre', 'err', 'not JSON: ' + err.message)); return; }
-    add($('console'), el('pre', '', '→ ' + op + ' ' + text));
-    try { add($('console'), el('pre', '', '← ' + JSON.stringify(await sock.request(op, value), null, 2))); }
-    catch (err) { add($('console'), el('pre', 'err', '← error: ' + err.message)); }
-  };
-</script>
-</body>
-</html>
-"##;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_on_the_command_line() {
+        assert_eq!(
+            origin_arg("http://localhost:3000/").unwrap(),
+            "http://localhost:3000"
+        );
+        assert_eq!(
+            origin_arg("https://example.com").unwrap(),
+            "https://example.com"
+        );
+        for bad in [
+            "localhost:3000",
+            "http://",
+            "http://a/b",
+            "://a",
+            "http://a b",
+        ] {
+            assert!(origin_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:1235",
+            "LOCALHOST.",
+            "app.localhost:8080",
+            "127.0.0.1:1235",
+            "127.1.2.3",
+            "[::1]:1235",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "example.com:1235",
+            "192.168.1.2:1235",
+            "[::2]:1235",
+            "localhost.example.com",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

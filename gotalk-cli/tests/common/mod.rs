@@ -279,3 +279,25 @@ pub fn port_of(addr: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {addr}"))
 }
+
+/// Runs `gotalk ARGS` with its stdout on a terminal (a pseudo-terminal from `script`).
+pub async fn on_terminal(args: &[&str]) -> std::process::Output {
+    let quoted: Vec<String> = std::iter::once(bin())
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let cmd = quoted.join(" ");
+    tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs a command on a pseudo-terminal");
+        wait_output(child, &["script"])
+    })
+    .await
+    .unwrap()
+}

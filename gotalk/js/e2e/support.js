@@ -1,6 +1,7 @@
 'use strict';
-// Shared by the browser end-to-end tests: start a Rust server (an example binary built by
-// scripts/test.d/browser.sh), launch headless Chromium with a fresh profile, open pages.
+// Shared by the browser end-to-end tests: start a Rust server (an example binary, or the
+// `gotalk serve` demo, built by scripts/test.d/browser.sh), launch headless Chromium with a
+// fresh profile, open pages.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -10,6 +11,7 @@ const { chromium } = require('playwright-core');
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
 const BIN_DIR = process.env.GOTALK_E2E_BIN_DIR || path.join(TARGET, 'release', 'examples');
+const GOTALK_BIN = process.env.GOTALK_BIN || path.join(TARGET, 'release', 'gotalk');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -25,6 +27,21 @@ function startServer(name, args = ['--addr', '127.0.0.1:0']) {
   if (!fs.existsSync(bin)) {
     throw new Error(`${bin} is missing: cargo build --release -p gotalk --example ${name}`);
   }
+  return startProcess(name, bin, args);
+}
+
+/**
+ * Starts the demo, `gotalk serve ARGS` (by default on a free port, without TCP), like
+ * startServer. Its log (stderr) so far is in `log()`.
+ */
+function startDemo(args = ['--http', '127.0.0.1:0', '--tcp', 'off']) {
+  if (!fs.existsSync(GOTALK_BIN)) {
+    throw new Error(`${GOTALK_BIN} is missing: cargo build --release -p gotalk-cli --bin gotalk`);
+  }
+  return startProcess('gotalk serve', GOTALK_BIN, ['serve', ...args]);
+}
+
+function startProcess(name, bin, args) {
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let errText = '';
@@ -48,6 +65,7 @@ function startServer(name, args = ['--addr', '127.0.0.1:0']) {
         url: m[0],
         port: Number(m[1]),
         proc,
+        log: () => errText,
         stop() {
           return new Promise((res) => {
             if (proc.exitCode !== null || proc.signalCode !== null) return res();
@@ -86,4 +104,4 @@ async function launchBrowser() {
   };
 }
 
-module.exports = { startServer, launchBrowser, ROOT };
+module.exports = { startServer, startDemo, launchBrowser, ROOT };

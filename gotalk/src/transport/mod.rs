@@ -3,8 +3,9 @@
 //! [`Sock::adopt`].
 
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::Result;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 pub mod tcp;
 #[cfg(feature = "tls")]

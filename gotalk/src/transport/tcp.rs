@@ -2,8 +2,9 @@
 
 use tokio::net::TcpStream;
 
+use crate::config::Config;
 use crate::error::Result;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// Connects to `host:port` over TCP.
 pub async fn connect(host_port: &str, config: &Config) -> Result<Sock> {

@@ -34,8 +34,9 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// The rustls crate this module is built on, for callers who need its full configuration.
 pub use tokio_rustls::rustls;
@@ -249,7 +250,7 @@ impl TlsServerConfig {
 pub async fn accept(stream: TcpStream, acceptor: &TlsAcceptor, config: &Config) -> Result<Sock> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let tls = tokio::time::timeout(config.get_handshake_timeout(), acceptor.accept(stream))
+    let tls = tokio::time::timeout(config.limits.handshake_wait(), acceptor.accept(stream))
         .await
         .map_err(|_| Error::Timeout("TLS handshake"))?
         .map_err(|e| {
@@ -395,7 +396,7 @@ fn host_of(host_port: &str) -> &str {
 /// Connects to `host:port` over TCP, performs the TLS handshake with the settings of
 /// [`Config::tls`] (or the defaults of [`TlsClientConfig::new`]) and starts serving gotalk.
 pub async fn connect(host_port: &str, config: &Config) -> Result<Sock> {
-    let tls = config.get_tls().cloned().unwrap_or_default();
+    let tls = config.tls.as_ref().cloned().unwrap_or_default();
     let name = tls
         .server_name
         .clone()
@@ -407,7 +408,7 @@ pub async fn connect(host_port: &str, config: &Config) -> Result<Sock> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok().map(|a| a.to_string());
     let stream = tokio::time::timeout(
-        config.get_handshake_timeout(),
+        config.limits.handshake_wait(),
         connector.connect(server_name, stream),
     )
     .await

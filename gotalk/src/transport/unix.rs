@@ -4,8 +4,9 @@ use std::path::Path;
 
 use tokio::net::UnixStream;
 
+use crate::config::Config;
 use crate::error::Result;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// Connects to the Unix socket at `path`.
 pub async fn connect(path: &Path, config: &Config) -> Result<Sock> {

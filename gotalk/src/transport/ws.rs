@@ -42,8 +42,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 mod adapter;
 mod endpoint;
@@ -68,7 +69,7 @@ pub(crate) const READ_BUFFER: usize = 16 * 1024;
 /// Largest WebSocket message accepted under `config`: the payload limit plus room for the
 /// headers of a peer that sends several messages in one WebSocket message.
 pub(crate) fn max_message_size(config: &Config) -> usize {
-    (config.get_limits().get_max_payload() as usize).saturating_add(64 * 1024)
+    (config.limits.max_payload as usize).saturating_add(64 * 1024)
 }
 
 impl WsMessage for tungstenite::Message {
@@ -180,7 +181,7 @@ async fn tls_handshake(
     config: &Config,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     use tokio_rustls::rustls::pki_types::ServerName;
-    let tls = config.get_tls().cloned().unwrap_or_default();
+    let tls = config.tls.as_ref().cloned().unwrap_or_default();
     let host = authority
         .rsplit_once(':')
         .map_or(authority, |(h, _)| h)
@@ -190,7 +191,7 @@ async fn tls_handshake(
     let name = ServerName::try_from(host.clone())
         .map_err(|e| Error::Tls(format!("{host:?} is not a valid TLS server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(tls.build()?);
-    tokio::time::timeout(config.get_handshake_timeout(), connector.connect(name, tcp))
+    tokio::time::timeout(config.limits.handshake_wait(), connector.connect(name, tcp))
         .await
         .map_err(|_| Error::Timeout("TLS handshake"))?
         .map_err(|e| Error::Tls(format!("TLS handshake with {authority} failed: {e}")))
@@ -207,7 +208,7 @@ where
         .max_frame_size(Some(max))
         .read_buffer_size(READ_BUFFER);
     let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
-    let (ws, _response) = tokio::time::timeout(config.get_handshake_timeout(), handshake)
+    let (ws, _response) = tokio::time::timeout(config.limits.handshake_wait(), handshake)
         .await
         .map_err(|_| Error::Timeout("WebSocket handshake"))?
         .map_err(|e| match e {

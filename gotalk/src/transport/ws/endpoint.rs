@@ -17,9 +17,10 @@ use tokio::sync::{watch, Semaphore};
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
 use super::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
-use crate::sock::{Config, Sock};
+use crate::sock::Sock;
 
 /// The HTTP request a WebSocket connection was upgraded from. Reach it from a handler with
 /// [`Sock::ws_request`].

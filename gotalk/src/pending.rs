@@ -1,19 +1,16 @@
-//! Connection state that needs no I/O: request ID allocation, the table of our requests waiting
-//! for results, and the bookkeeping of the peer's stream requests.
-//!
-//! [`crate::sock`] drives this state from its reader and writer tasks. Keeping it here, free of
-//! sockets and clocks, lets it be tested directly.
+//! Our requests waiting for their replies: request ID allocation, the table of pending
+//! requests, and the close that fails them all. No I/O: the connection's tasks drive it under
+//! the connection's lock, and it is tested directly.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use std::task::Waker;
 use tokio::sync::mpsc;
 
-use crate::error::{CloseReason, Error};
+use crate::error::{CloseReason, Error, PartResult};
 use crate::frame::{RequestId, PRINTABLE_ID_SPACE};
-use crate::stream::PartResult;
 
 /// The answer to a single-result request, as received.
 #[derive(Debug)]
@@ -66,6 +63,15 @@ pub(crate) enum Completed {
     Stream(mpsc::Sender<PartResult>, Reply),
     /// No request is waiting for this ID (forgotten, or answered twice): drop the reply.
     Unknown,
+}
+
+/// Where a part of a streaming result (`S`) goes.
+#[derive(Debug)]
+pub(crate) enum StreamResultTarget {
+    /// To our stream request's receiver (an empty part ends it; its entry is then gone).
+    Stream(mpsc::Sender<PartResult>),
+    /// The ID is not one of our stream requests (a single request's, or unknown).
+    NotStream,
 }
 
 /// Our requests in flight, keyed by request ID, plus whether the connection has closed.
@@ -173,17 +179,17 @@ impl Pending {
         self.closed.clone().unwrap_or(CloseReason::Local)
     }
 
-    /// For a stream waiter: a clone of its channel, leaving it registered.
-    pub(crate) fn stream_sender(&self, id: RequestId) -> Option<mpsc::Sender<PartResult>> {
+    /// Where a part (`end`: the empty last part) of the streaming result of `id` goes; the
+    /// last one takes the request out of the table.
+    pub(crate) fn stream_result(&mut self, id: RequestId, end: bool) -> StreamResultTarget {
         match self.waiting.get(&id.as_u32()) {
-            Some(Waiter::Stream(tx)) => Some(tx.clone()),
-            _ => None,
+            Some(Waiter::Stream(tx)) if !end => StreamResultTarget::Stream(tx.clone()),
+            Some(Waiter::Stream(_)) => match self.waiting.remove(&id.as_u32()) {
+                Some(Waiter::Stream(tx)) => StreamResultTarget::Stream(tx),
+                _ => StreamResultTarget::NotStream,
+            },
+            _ => StreamResultTarget::NotStream,
         }
-    }
-
-    /// Whether `id` is waiting for a streaming result.
-    pub(crate) fn is_stream(&self, id: RequestId) -> bool {
-        matches!(self.waiting.get(&id.as_u32()), Some(Waiter::Stream(_)))
     }
 
     /// Marks the connection closed. Single requests stay in the table (their tasks take the
@@ -223,118 +229,9 @@ impl Pending {
         self.waiting.len()
     }
 }
-
 /// Fails a stream request's channel because the connection closed.
 pub(crate) fn fail_stream(tx: &mpsc::Sender<PartResult>, reason: &CloseReason) {
     let _ = tx.try_send(Err(Error::Closed(reason.clone())));
-}
-
-/// How many stream IDs the reader remembers after refusing or finishing them, so that the
-/// peer's remaining parts for them are dropped quietly instead of being treated as parts for
-/// a stream that never existed.
-pub(crate) const IGNORED_STREAMS: usize = 64;
-
-/// The peer's stream requests that are being handled here, by request ID. Owned by the reader.
-#[derive(Debug)]
-pub(crate) struct IncomingStreams {
-    open: HashMap<u32, mpsc::Sender<PartResult>>,
-    ignored: VecDeque<RequestId>,
-    /// Size of `open` at which entries of finished handlers are next swept out.
-    sweep_at: usize,
-}
-
-/// Where a `p` part should go.
-#[derive(Debug)]
-pub(crate) enum PartTarget {
-    /// To this open stream's handler.
-    Open(mpsc::Sender<PartResult>),
-    /// Drop it: the stream was refused or its handler finished.
-    Ignore,
-    /// No stream with this ID was ever started: a protocol violation.
-    Unknown,
-}
-
-impl Default for IncomingStreams {
-    fn default() -> IncomingStreams {
-        IncomingStreams {
-            open: HashMap::new(),
-            ignored: VecDeque::new(),
-            sweep_at: IGNORED_STREAMS,
-        }
-    }
-}
-
-impl IncomingStreams {
-    /// Whether a stream with this ID is open.
-    pub(crate) fn is_open(&self, id: RequestId) -> bool {
-        self.open.contains_key(&id.as_u32())
-    }
-
-    /// Registers an open stream.
-    pub(crate) fn open(&mut self, id: RequestId, tx: mpsc::Sender<PartResult>) {
-        self.forget_ignored(id);
-        if self.open.len() >= self.sweep_at {
-            // A handler that returned before its input ended leaves an entry behind until the
-            // peer ends the stream; a peer that never does must not grow this table without
-            // bound. Sweeping when the table doubles keeps the cost amortised O(1).
-            let finished: Vec<u32> = self
-                .open
-                .iter()
-                .filter(|(_, tx)| tx.is_closed())
-                .map(|(k, _)| *k)
-                .collect();
-            for k in finished {
-                self.open.remove(&k);
-                self.ignore(RequestId(k.to_be_bytes()));
-            }
-            self.sweep_at = (self.open.len() * 2).max(IGNORED_STREAMS);
-        }
-        self.open.insert(id.as_u32(), tx);
-    }
-
-    /// Streams whose handler may still want parts.
-    #[cfg(test)]
-    pub(crate) fn open_count(&self) -> usize {
-        self.open.len()
-    }
-
-    /// Remembers a stream whose further parts are to be dropped.
-    pub(crate) fn ignore(&mut self, id: RequestId) {
-        self.open.remove(&id.as_u32());
-        if self.ignored.len() == IGNORED_STREAMS {
-            self.ignored.pop_front();
-        }
-        self.ignored.push_back(id);
-    }
-
-    fn forget_ignored(&mut self, id: RequestId) {
-        self.ignored.retain(|i| *i != id);
-    }
-
-    /// Where part `id` goes. An empty (final) part also closes the entry.
-    pub(crate) fn route(&mut self, id: RequestId, last: bool) -> PartTarget {
-        if last {
-            if let Some(tx) = self.open.remove(&id.as_u32()) {
-                return PartTarget::Open(tx);
-            }
-        } else if let Some(tx) = self.open.get(&id.as_u32()) {
-            return PartTarget::Open(tx.clone());
-        }
-        if self.ignored.contains(&id) {
-            if last {
-                self.forget_ignored(id);
-            }
-            return PartTarget::Ignore;
-        }
-        PartTarget::Unknown
-    }
-
-    /// Closes every open stream with an error (the connection ended).
-    pub(crate) fn fail_all(&mut self, reason: &CloseReason) {
-        for (_, tx) in self.open.drain() {
-            let _ = tx.try_send(Err(Error::Closed(reason.clone())));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -406,40 +303,5 @@ mod tests {
         ));
         assert!(p.close(CloseReason::Local).is_none());
         assert!(p.insert(Waiter::single(&waker)).is_err());
-    }
-
-    #[test]
-    fn entries_of_finished_handlers_are_swept() {
-        let mut s = IncomingStreams::default();
-        for i in 0..10_000u32 {
-            let (tx, rx) = mpsc::channel(1);
-            drop(rx); // the handler finished without reading to the end
-            s.open(RequestId(i.to_be_bytes()), tx);
-        }
-        assert!(s.open_count() <= 2 * IGNORED_STREAMS, "{}", s.open_count());
-        let (tx, _rx) = mpsc::channel(1);
-        let live = RequestId(*b"live");
-        s.open(live, tx);
-        for i in 10_000..20_000u32 {
-            let (tx, rx) = mpsc::channel(1);
-            drop(rx);
-            s.open(RequestId(i.to_be_bytes()), tx);
-        }
-        assert!(matches!(s.route(live, false), PartTarget::Open(_)));
-    }
-
-    #[test]
-    fn parts_route_to_open_ignored_or_unknown() {
-        let mut s = IncomingStreams::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let a = RequestId(*b"aaaa");
-        s.open(a, tx);
-        assert!(matches!(s.route(a, false), PartTarget::Open(_)));
-        assert!(matches!(s.route(a, true), PartTarget::Open(_)));
-        assert!(matches!(s.route(a, false), PartTarget::Unknown));
-        s.ignore(a);
-        assert!(matches!(s.route(a, false), PartTarget::Ignore));
-        assert!(matches!(s.route(a, true), PartTarget::Ignore));
-        assert!(matches!(s.route(a, true), PartTarget::Unknown));
     }
 }
