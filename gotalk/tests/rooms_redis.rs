@@ -4,20 +4,24 @@
 
 mod rooms_support;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gotalk::rooms::{Hub, RedisAdapter};
 use gotalk::{Limits, Server};
 use rooms_support::{free_port, server, until, within, Client, RedisServer};
 
-/// A hub whose adapter talks to the Redis at `url`, retrying quickly (for tests).
-fn hub(url: &str) -> Hub {
-    let adapter = RedisAdapter::new(url)
+/// An adapter for the Redis at `url` that retries quickly (for tests).
+fn quick_adapter(url: &str) -> RedisAdapter {
+    RedisAdapter::new(url)
         .unwrap()
         .retry(Duration::from_millis(20), Duration::from_millis(200))
-        .timeouts(Duration::from_millis(500), Duration::from_millis(200));
-    Hub::builder().adapter(adapter).build().unwrap()
+        .timeouts(Duration::from_millis(500), Duration::from_millis(200))
+}
+
+/// A hub with a [`quick_adapter`].
+fn hub(url: &str) -> Hub {
+    Hub::builder().adapter(quick_adapter(url)).build().unwrap()
 }
 
 fn connected(hub: &Hub) -> bool {
@@ -79,7 +83,22 @@ fn capture_logs() {
 async fn two_servers_share_broadcasts_once_each_and_in_order_per_sender() {
     let redis = RedisServer::start().await;
     let n1 = Node::start(&redis.url()).await;
-    let n2 = Node::start(&redis.url()).await;
+    // Node 2 also records what other processes broadcast (as a chat keeps its history).
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let hub2 = Hub::builder()
+        .adapter(quick_adapter(&redis.url()))
+        .on_remote(move |room, n| {
+            h.lock()
+                .unwrap()
+                .push((room.map(str::to_owned), n.name().to_owned()))
+        })
+        .build()
+        .unwrap();
+    let n2 = Node {
+        server: server(&hub2, Limits::default()).await,
+        hub: hub2,
+    };
     assert_ne!(n1.hub.node_id(), n2.hub.node_id());
     until("both adapters connected", || {
         connected(&n1.hub) && connected(&n2.hub)
@@ -134,6 +153,9 @@ async fn two_servers_share_broadcasts_once_each_and_in_order_per_sender() {
     until("a's burst", || a.count() == 3 + 500).await;
     assert_eq!(a.got()[2], "four");
 
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.len(), 502);
+    assert_eq!(heard[0], (Some("r".to_owned()), "news".to_owned()));
     let (s1, s2) = (n1.hub.stats(), n2.hub.stats());
     assert_eq!((s1.published, s1.unpublished), (502, 0));
     assert_eq!((s2.received, s2.missed, s2.ignored), (502, 0, 0));

@@ -237,11 +237,25 @@ impl Default for Hub {
     }
 }
 
+/// Called with each broadcast from another process (its room, `None` for every connection).
+type RemoteCallback = Box<dyn Fn(Option<&str>, &Notification) + Send + Sync>;
+
 /// Builds a [`Hub`]: its [`Overflow`] policy and its [`Adapter`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct HubBuilder {
     overflow: Overflow,
     adapter: Option<Box<dyn Adapter>>,
+    on_remote: Option<RemoteCallback>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("overflow", &self.overflow)
+            .field("adapter", &self.adapter)
+            .field("on_remote", &self.on_remote.is_some())
+            .finish()
+    }
 }
 
 impl HubBuilder {
@@ -258,6 +272,17 @@ impl HubBuilder {
         self
     }
 
+    /// Calls `f` with every broadcast from another process (its room, or `None` for every
+    /// connection) before delivering it here: to keep a history of what was said elsewhere,
+    /// say. It runs on the adapter's task, between two deliveries: keep it short.
+    pub fn on_remote(
+        mut self,
+        f: impl Fn(Option<&str>, &Notification) + Send + Sync + 'static,
+    ) -> HubBuilder {
+        self.on_remote = Some(Box::new(f));
+        self
+    }
+
     /// The hub; starts the adapter, if any (within a Tokio runtime).
     pub fn build(self) -> Result<Hub> {
         let inner = Arc::new(HubInner {
@@ -270,6 +295,7 @@ impl HubBuilder {
             senders: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             adapter: self.adapter,
+            on_remote: self.on_remote,
         });
         if let Some(a) = &inner.adapter {
             a.start(Inbox {
@@ -511,6 +537,7 @@ struct HubInner {
     senders: Mutex<HashMap<u64, u64>>,
     counters: Counters,
     adapter: Option<Box<dyn Adapter>>,
+    on_remote: Option<RemoteCallback>,
 }
 
 /// Hubs we remember a sequence number of; past this many (processes come and go, each with a
@@ -715,6 +742,9 @@ impl HubInner {
             }
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &self.on_remote {
+            f(e.room, &n);
+        }
         self.fan_out(e.room, None, &n);
     }
 
