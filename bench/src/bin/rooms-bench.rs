@@ -258,6 +258,13 @@ async fn fanout(args: Args) {
             )
             .await;
             let secs = start.elapsed().as_secs_f64();
+            if delivered + skipped != (m * members.len()) as u64 {
+                fail(&format!(
+                    "{}: {delivered} delivered and {skipped} skipped of {} (members closed?)",
+                    way.name(),
+                    m * members.len()
+                ));
+            }
             let rate = delivered as f64 / secs;
             say(&format!(
                 "# round {round} {}: {delivered} delivered in {secs:.3} s = {rate:.0}/s, {skipped} skipped",
@@ -380,7 +387,9 @@ async fn members(args: Args) {
         let r = r.clone();
         async move { Ok::<_, gotalk::HandlerError>(r.load(Ordering::Relaxed)) }
     });
-    let c = gotalk::connect_with(&addr, &Config::new().handlers(ch).heartbeat_interval(None))
+    // Heartbeats on (the default), as any client: the server closes a connection that sends
+    // nothing for its read timeout.
+    let c = gotalk::connect_with(&addr, &Config::new().handlers(ch))
         .await
         .unwrap_or_else(|e| fail(&format!("control connection: {e}")));
     c.request::<_, ()>("control", &())
@@ -400,7 +409,7 @@ async fn members(args: Args) {
             }
         }
     });
-    let config = Config::new().handlers(mh).heartbeat_interval(None);
+    let config = Config::new().handlers(mh);
     let mut socks = Vec::with_capacity(n as usize);
     let mut set = tokio::task::JoinSet::new();
     let mut started = 0;
