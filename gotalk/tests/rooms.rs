@@ -123,7 +123,12 @@ async fn a_member_that_never_reads_is_skipped_and_counted_and_holds_no_more_than
     const TOTAL: usize = 600;
     const SIZE: usize = 64 << 10;
     const WRITE_QUEUE: usize = 16;
-    let hub = Hub::new();
+    let full_seen = Arc::new(Mutex::new(Vec::new()));
+    let f = full_seen.clone();
+    let hub = Hub::builder()
+        .on_full(move |s| f.lock().unwrap().push(s.clone()))
+        .build()
+        .unwrap();
     let srv = server(&hub, Limits::default().write_queue(WRITE_QUEUE)).await;
     let a = Client::connect(&srv).await;
     let b = Client::connect(&srv).await;
@@ -160,6 +165,10 @@ async fn a_member_that_never_reads_is_skipped_and_counted_and_holds_no_more_than
     assert_eq!(stats.skipped, full as u64);
     assert_eq!(stats.delivered, delivered as u64);
     assert_eq!((stats.closed, stats.connections), (0, 3));
+    // on_full saw the slow member, and only it, each time.
+    let full_seen = full_seen.lock().unwrap();
+    assert_eq!(full_seen.len(), full);
+    assert!(full_seen.iter().all(|s| s.same_as(&full_seen[0])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

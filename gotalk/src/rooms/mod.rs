@@ -239,6 +239,8 @@ impl Default for Hub {
 
 /// Called with each broadcast from another process (its room, `None` for every connection).
 type RemoteCallback = Box<dyn Fn(Option<&str>, &Notification) + Send + Sync>;
+/// Called with a member whose write buffer was full.
+type FullCallback = Box<dyn Fn(&Sock) + Send + Sync>;
 
 /// Builds a [`Hub`]: its [`Overflow`] policy and its [`Adapter`].
 #[derive(Default)]
@@ -246,6 +248,7 @@ pub struct HubBuilder {
     overflow: Overflow,
     adapter: Option<Box<dyn Adapter>>,
     on_remote: Option<RemoteCallback>,
+    on_full: Option<FullCallback>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -254,6 +257,7 @@ impl fmt::Debug for HubBuilder {
             .field("overflow", &self.overflow)
             .field("adapter", &self.adapter)
             .field("on_remote", &self.on_remote.is_some())
+            .field("on_full", &self.on_full.is_some())
             .finish()
     }
 }
@@ -283,6 +287,14 @@ impl HubBuilder {
         self
     }
 
+    /// Calls `f` with each member whose write buffer is full when a broadcast reaches it
+    /// (before [`Overflow::Close`] closes it): to log a peer that does not read, say. It runs
+    /// on the broadcasting task: keep it short.
+    pub fn on_full(mut self, f: impl Fn(&Sock) + Send + Sync + 'static) -> HubBuilder {
+        self.on_full = Some(Box::new(f));
+        self
+    }
+
     /// The hub; starts the adapter, if any (within a Tokio runtime).
     pub fn build(self) -> Result<Hub> {
         let inner = Arc::new(HubInner {
@@ -296,6 +308,7 @@ impl HubBuilder {
             counters: Counters::default(),
             adapter: self.adapter,
             on_remote: self.on_remote,
+            on_full: self.on_full,
         });
         if let Some(a) = &inner.adapter {
             a.start(Inbox {
@@ -538,6 +551,7 @@ struct HubInner {
     counters: Counters,
     adapter: Option<Box<dyn Adapter>>,
     on_remote: Option<RemoteCallback>,
+    on_full: Option<FullCallback>,
 }
 
 /// Hubs we remember a sequence number of; past this many (processes come and go, each with a
@@ -664,6 +678,9 @@ impl HubInner {
                 Ok(()) => sent.delivered += 1,
                 Err(Error::Full) => {
                     sent.full += 1;
+                    if let Some(f) = &self.on_full {
+                        f(s);
+                    }
                     if self.overflow == Overflow::Close {
                         s.close();
                         gone.push(s.key());
