@@ -294,9 +294,9 @@ async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = app(&Chat::new(hub)?).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app(&Chat::new(hub)?);
     let task = tokio::spawn(async move {
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        if let Err(e) = gotalk::ws::serve(listener, app).await {
             eprintln!("server failed: {e}");
         }
     });

@@ -66,8 +66,9 @@ async fn serve(addr: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHand
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let app = app().into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        // gotalk::ws::serve, not axum::serve: it times out slow request heads and caps the
+        // HTTP connections waiting for one.
+        if let Err(e) = gotalk::ws::serve(listener, app()).await {
             eprintln!("server failed: {e}");
         }
     });

@@ -71,16 +71,46 @@ interface WebSocketLike {
 }
 type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/**
+ * Options of a Sock (also writable properties of it). The limits bound what a server can make
+ * the client hold; breaching one fails the request concerned with a LimitError.
+ */
 interface SockOptions {
   handlers?: Handlers;
   /** WebSocket implementation, e.g. require('ws') in Node.js */
   WebSocket?: WebSocketConstructor | any;
+  /** Milliseconds between heartbeats we send; 0 disables them. Default 20000. */
   heartbeatInterval?: number;
+  /** Messages kept while (re)connecting. Default 20. */
   sendBufferLimit?: number;
+  /** Re-sends of a request answered with RetryResult. Default 3. */
   maxRetries?: number;
+  /** Reconnect back-off, in ms. Defaults 500 and 5000. */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
+  /**
+   * Largest payload accepted from the peer, in bytes. Default 16 MiB. A bigger one is skipped
+   * as it arrives: its request fails, the peer's request is answered with an ErrorResult, a
+   * notification is dropped. Also bounds a stream result collected for a single request.
+   */
   maxPayloadSize?: number;
+  /**
+   * Bytes of stream parts received and not yet consumed (each counting 256 bytes more), for all
+   * streams and single requests collecting parts of the connection together. Default 32 MiB.
+   * Over it, the holder with the most ends with a LimitError and its parts are dropped.
+   */
+  streamBufferLimit?: number;
+  /** Our requests awaiting results at once; beyond, a request fails at once. Default 4096. */
+  maxPendingRequests?: number;
+  /**
+   * The peer's requests being handled at once; beyond, or while more than maxPayloadSize bytes
+   * of ours wait unsent, they are answered with RetryResult. Default 256.
+   */
+  maxIncomingRequests?: number;
+  /** Longest RetryResult wait honoured, in ms; a longer one fails the request. Default 30000. */
+  maxRetryWait?: number;
+  /** Ms a single request may wait for its result, retries included; 0 = none. Default 300000. */
+  requestTimeout?: number;
 }
 
 /** Error for a gotalk protocol error (ProtocolError message, or WebSocket close 4000+code) */
@@ -97,6 +127,17 @@ interface RetryError extends Error {
   retryAfter: number;
   wait: number;
   retries: number;
+  /** Set when the wait asked for was longer than maxRetryWait */
+  limit?: 'maxRetryWait';
+}
+
+/** Error for a limit reached: `limit` names the Sock option */
+interface LimitError extends Error {
+  limit: 'maxPayloadSize' | 'streamBufferLimit' | 'maxPendingRequests' | 'maxRetryWait' | 'requestTimeout';
+  /** maxPayloadSize: the size announced (or collected so far) */
+  size?: number;
+  /** requestTimeout */
+  isTimeout?: true;
 }
 
 const ErrAbnormal: ProtocolError;
@@ -156,6 +197,11 @@ interface Sock extends EventEmitter<SockEventMap> {
   minReconnectDelay: number;
   maxReconnectDelay: number;
   maxPayloadSize: number;
+  streamBufferLimit: number;
+  maxPendingRequests: number;
+  maxIncomingRequests: number;
+  maxRetryWait: number;
+  requestTimeout: number;
   WebSocket: WebSocketConstructor | null;
 
   open(addr?: string | null, cb?: OpenCallback): this;
@@ -262,7 +308,10 @@ interface Message {
   load: number;
   time: number;
   code: number;
-  payload?: Buf;
+  /** null for a message over maxPayloadSize decoded with skipOversized */
+  payload?: Buf | null;
+  /** Set (with skipOversized) when the payload was over maxPayloadSize and is being skipped */
+  oversized?: true;
 }
 
 interface MessageHeader {
@@ -279,15 +328,24 @@ interface MessageHeader {
 interface DecoderOptions {
   readVersion?: boolean;
   expectVersion?: number;
+  /** Default 16 MiB */
   maxPayloadSize?: number;
+  /** Deliver a message over maxPayloadSize as {oversized: true} and skip its payload, instead of a protocol error */
+  skipOversized?: boolean;
 }
+
+type Bytes = string | Uint8Array | ArrayBuffer | ArrayBufferView;
 
 interface Decoder {
   readonly version: number | null;
   readVersion: boolean;
   expectVersion: number;
   maxPayloadSize: number;
-  push(chunk: string | Uint8Array | ArrayBuffer | ArrayBufferView): Message[];
+  skipOversized: boolean;
+  /** The complete messages in what has been pushed so far */
+  push(chunk: Bytes): Message[];
+  /** Each complete message to `onMessage` as soon as it is decoded; returning false drops the rest of the chunk */
+  feed(chunk: Bytes, onMessage: (m: Message) => boolean | void): void;
 }
 
 namespace protocol {

@@ -294,13 +294,39 @@ function parseHeader(b, off, end) {
   return {msg: m, len: o - off};
 }
 
+// What memory is allowed to cost, and the defaults. Every size the peer declares is checked
+// against a limit before anything is kept, and buffers grow only as bytes actually arrive.
+var MiB = 1024 * 1024;
+var DEFAULT_MAX_PAYLOAD = 16 * MiB;
+// Two max-size parts: a consumer that is one part behind is not cut off.
+var DEFAULT_STREAM_BUFFER = 32 * MiB;
+// A kept part costs more than its bytes (a typed array and its backing store, about 200 bytes
+// measured in V8); charging it stops a flood of tiny parts from hiding behind a byte count.
+var PART_OVERHEAD = 256;
+// Smallest allocation for a payload that arrives in pieces (then doubled as it fills).
+var MIN_GROWTH = 64 * 1024;
+
+// `buf` (holding `keep` bytes) with room for `need` bytes, never more than `max`.
+function grown(buf, keep, need, max) {
+  var cap = buf ? buf.length : 0;
+  if (need <= cap) return buf;
+  var b = new Buf(Math.min(max, Math.max(need, cap * 2, MIN_GROWTH)));
+  if (buf && keep) b.set(buf.subarray(0, keep));
+  return b;
+}
+
 /**
  * Incremental decoder: feed it bytes in chunks of any size with `push(chunk)`; it returns the
  * complete messages so far, each {t, id, name, wait, size, load, time, code, payload}.
  * Options: `readVersion` (first read the 2-digit protocol version, which must equal
- * `expectVersion`, default 1), `maxPayloadSize` (default 128 MiB; bigger is a protocol error).
+ * `expectVersion`, default 1), `maxPayloadSize` (default 16 MiB) and `skipOversized`: a header
+ * announcing more than `maxPayloadSize` is a protocol error (code 2), or with `skipOversized`
+ * a message `{..., size, payload: null, oversized: true}` delivered at once, whose payload is
+ * then skipped as it arrives. Nothing is allocated from a declared size: a payload split over
+ * chunks is kept in a buffer that grows with the bytes received.
  * A protocol error is thrown with `err.messages` holding messages decoded before it.
- * @param {{readVersion?:boolean, expectVersion?:number, maxPayloadSize?:number}} [opts]
+ * @param {{readVersion?:boolean, expectVersion?:number, maxPayloadSize?:number,
+ *          skipOversized?:boolean}} [opts]
  */
 function Decoder(opts) {
   if (!(this instanceof Decoder)) return new Decoder(opts);
@@ -308,72 +334,101 @@ function Decoder(opts) {
   this.readVersion = !!opts.readVersion;
   this.expectVersion = opts.expectVersion == null ? 1 : opts.expectVersion;
   this.maxPayloadSize = opts.maxPayloadSize == null ? DEFAULT_MAX_PAYLOAD : opts.maxPayloadSize;
+  this.skipOversized = !!opts.skipOversized;
   /** The peer's protocol version once read (readVersion mode), else null */
   this.version = null;
   this._head = EMPTY;   // bytes of an incomplete header
   this._msg = null;     // message waiting for its payload
+  this._body = null;    // its payload so far
   this._filled = 0;
+  this._skip = 0;       // bytes of an oversized payload still to discard
 }
-var DEFAULT_MAX_PAYLOAD = 128 * 1024 * 1024;
 
 Decoder.prototype.push = function (chunk) {
-  chunk = toBytes(chunk);
-  var out = [], i = 0, n = chunk.length;
+  var out = [];
   try {
-    for (;;) {
-      var m = this._msg;
-      if (m) {
-        var take = Math.min(m.size - this._filled, n - i);
-        if (take > 0) {
-          m.payload.set(chunk.subarray(i, i + take), this._filled);
-          this._filled += take;
-          i += take;
-        }
-        if (this._filled < m.size) break;
-        this._msg = null;
-        out.push(m);
-        continue;
-      }
-      if (i >= n) break;
-      var base = this._head.length, buf;
-      if (base) {
-        buf = concatBytes([this._head, chunk.subarray(i, i + Math.min(n - i, MAX_HEADER_LEN))]);
-      } else {
-        buf = chunk.subarray(i);
-      }
-      var used;
-      if (this.readVersion && this.version === null) {
-        if (buf.length < 2) { this._head = buf.slice(); i = n; break; }
-        var v = readHex(buf, 0, 2);
-        if (v !== this.expectVersion) {
-          throw protocolError(ERR_UNSUPPORTED, 'peer speaks version ' +
-                              JSON.stringify(String.fromCharCode(buf[0], buf[1])));
-        }
-        this.version = v;
-        used = 2;
-      } else {
-        var r = parseHeader(buf, 0, buf.length);
-        if (!r) { this._head = buf.slice(); i = n; break; }
-        used = r.len;
-        m = r.msg;
-        if (LAYOUT[m.t].indexOf('z') !== -1) {
-          if (m.size > this.maxPayloadSize) {
-            throw protocolError(ERR_INVALID_MSG, 'payload of ' + m.size + ' bytes exceeds the limit');
-          }
-          m.payload = m.size ? new Buf(m.size) : new Buf(0);
-          if (m.size) { this._msg = m; this._filled = 0; } else out.push(m);
-        } else {
-          out.push(m);
-        }
-      }
-      i += used - base;
-      this._head = EMPTY;
-    }
+    this.feed(chunk, function (m) { out.push(m); });
   } catch (err) {
     err.messages = out;
     throw err;
   }
   return out;
+};
+
+/**
+ * Like push(), but hands each message to `onMessage(msg)` as soon as it is decoded instead of
+ * collecting them (so one large chunk of small messages is never held as objects all at once).
+ * When `onMessage` returns false, the rest of the chunk is dropped.
+ */
+Decoder.prototype.feed = function (chunk, onMessage) {
+  chunk = toBytes(chunk);
+  var i = 0, n = chunk.length, m, take;
+  for (;;) {
+    if (this._skip > 0) {
+      take = Math.min(this._skip, n - i);
+      this._skip -= take;
+      i += take;
+      if (this._skip > 0) return;
+    }
+    m = this._msg;
+    if (m) {
+      take = Math.min(m.size - this._filled, n - i);
+      if (take === 0) return;
+      this._body = grown(this._body, this._filled, this._filled + take, m.size);
+      this._body.set(chunk.subarray(i, i + take), this._filled);
+      this._filled += take;
+      i += take;
+      if (this._filled < m.size) return;
+      m.payload = this._body;
+      this._msg = this._body = null;
+      if (onMessage(m) === false) return;
+      continue;
+    }
+    if (i >= n) return;
+    var base = this._head.length, buf;
+    if (base) {
+      buf = concatBytes([this._head, chunk.subarray(i, i + Math.min(n - i, MAX_HEADER_LEN))]);
+    } else {
+      buf = chunk.subarray(i);
+    }
+    if (this.readVersion && this.version === null) {
+      if (buf.length < 2) { this._head = buf.slice(); return; }
+      var v = readHex(buf, 0, 2);
+      if (v !== this.expectVersion) {
+        throw protocolError(ERR_UNSUPPORTED, 'peer speaks version ' +
+                            JSON.stringify(String.fromCharCode(buf[0], buf[1])));
+      }
+      this.version = v;
+      i += 2 - base;
+      this._head = EMPTY;
+      continue;
+    }
+    var r = parseHeader(buf, 0, buf.length);
+    if (!r) { this._head = buf.slice(); return; }
+    i += r.len - base;
+    this._head = EMPTY;
+    m = r.msg;
+    if (LAYOUT[m.t].indexOf('z') !== -1) {
+      if (m.size > this.maxPayloadSize) {
+        if (!this.skipOversized) {
+          throw protocolError(ERR_INVALID_MSG, 'payload of ' + m.size + ' bytes exceeds the limit');
+        }
+        m.payload = null;
+        m.oversized = true;
+        this._skip = m.size;
+      } else if (m.size <= n - i) {
+        // The whole payload is here: copy exactly its bytes (the chunk may be much larger).
+        m.payload = new Buf(m.size);
+        m.payload.set(chunk.subarray(i, i + m.size));
+        i += m.size;
+      } else {
+        this._msg = m;
+        this._filled = 0;
+        continue;
+      }
+    }
+    if (onMessage(m) === false) return;
+  }
 };
 
 var protocol = {
@@ -519,6 +574,9 @@ function ChunkStream() {
   this._doneEmitted = false;
   this._error = null;
   this._waiters = [];
+  this._sock = null;         // whose streamBufferLimit the kept chunks count against
+  this._queued = 0;          // bytes kept, with PART_OVERHEAD each
+  this._onOverflow = null;   // called when the limit makes this stream give up
 }
 ChunkStream.prototype = Object.create(EventEmitter.prototype);
 ChunkStream.prototype.constructor = ChunkStream;
@@ -530,8 +588,16 @@ ChunkStream.prototype._listenerAdded = function (e) {
     Promise.resolve().then(function () { self._drain(); });
   }
 };
+ChunkStream.prototype._take = function () {
+  var chunk = this._chunks.shift();
+  this._uncount(chunk.length + PART_OVERHEAD);
+  return chunk;
+};
+ChunkStream.prototype._uncount = function (cost) {
+  if (this._sock) this._sock._unkeep(this, cost); else this._queued -= cost;
+};
 ChunkStream.prototype._drain = function () {
-  while (this._chunks.length) this.emit('data', this._chunks.shift());
+  while (this._chunks.length) this.emit('data', this._take());
   if (this._done && !this._doneEmitted) {
     this._doneEmitted = true;
     this.emit('end', this._error);
@@ -539,10 +605,14 @@ ChunkStream.prototype._drain = function () {
   }
 };
 ChunkStream.prototype._push = function (chunk) {
-  if (this._done) return;
+  if (this._done || this._discard) return;
   if (this._waiters.length) return this._waiters.shift().resolve({value: chunk, done: false});
+  // Listeners take parts as they come: nothing is kept, nothing to limit.
+  if (this._flowing && this._chunks.length === 0) { this.emit('data', chunk); return; }
+  var cost = chunk.length + PART_OVERHEAD, s = this._sock;
+  if (s && !s._admitStreamBytes(this, cost)) return;
   this._chunks.push(chunk);
-  if (this._flowing && this._chunks.length === 1) this._drain();
+  if (s) s._keep(this, cost); else this._queued += cost;
 };
 ChunkStream.prototype._end = function (err) {
   if (this._done) return;
@@ -554,13 +624,23 @@ ChunkStream.prototype._end = function (err) {
   }
   if (this._flowing) this._drain();
 };
+// Give up because of the stream buffer limit: drop what is kept and end with `err`, even if
+// the stream had already ended normally (its consumer will not see the dropped parts).
+ChunkStream.prototype._overflow = function (err) {
+  if (this._queued) this._uncount(this._queued);
+  this._chunks = [];
+  if (this._onOverflow) this._onOverflow(err);
+  if (this._doneEmitted) return;
+  this._done = false;
+  this._end(err);
+};
 /** True once the stream has ended */
 Object.defineProperty(ChunkStream.prototype, 'ended', {get: function () { return this._done; }});
 ChunkStream.prototype[Symbol.asyncIterator] = function () {
   var self = this;
   return {
     next: function () {
-      if (self._chunks.length) return Promise.resolve({value: self._chunks.shift(), done: false});
+      if (self._chunks.length) return Promise.resolve({value: self._take(), done: false});
       if (self._done) {
         return self._error ? Promise.reject(self._error) : Promise.resolve({value: undefined, done: true});
       }
@@ -569,6 +649,11 @@ ChunkStream.prototype[Symbol.asyncIterator] = function () {
       });
     },
     return: function () {
+      // The consumer stopped (break out of for-await): what is kept, or arrives later, is
+      // of no use to anyone.
+      if (self._queued) self._uncount(self._queued);
+      self._chunks = [];
+      self._discard = true;
       return Promise.resolve({value: undefined, done: true});
     },
     [Symbol.asyncIterator]: function () { return this; }
@@ -618,7 +703,32 @@ StreamRequest.prototype.end = function () { this.write(null); };
 // Sock
 
 var SOCK_OPTIONS = ['heartbeatInterval', 'sendBufferLimit', 'maxRetries', 'minReconnectDelay',
-                    'maxReconnectDelay', 'maxPayloadSize', 'WebSocket'];
+                    'maxReconnectDelay', 'maxPayloadSize', 'streamBufferLimit', 'maxPendingRequests',
+                    'maxIncomingRequests', 'maxRetryWait', 'requestTimeout', 'WebSocket'];
+
+// Stream requests refused or abandoned whose remaining parts we skip: the newest are
+// remembered, so a peer opening streams it never ends cannot grow the set.
+var IGNORED_STREAMS_KEPT = 1024;
+// The wait we ask of a peer whose requests we refuse (over maxIncomingRequests).
+var REFUSAL_WAIT = 500;
+
+/**
+ * An Error for a limit that was reached: `limit` is the name of the Sock option.
+ * @param {string} limit
+ * @param {string} text
+ */
+function limitError(limit, text) {
+  var err = new Error(text);
+  err.limit = limit;
+  return err;
+}
+
+function payloadTooLarge(size, limit) {
+  var err = limitError('maxPayloadSize', 'payload too large (' + size + ' bytes; maxPayloadSize ' +
+                       limit + ')');
+  err.size = size;
+  return err;
+}
 
 /**
  * A gotalk connection over a WebSocket. Callable with or without `new`.
@@ -626,7 +736,8 @@ var SOCK_OPTIONS = ['heartbeatInterval', 'sendBufferLimit', 'maxRetries', 'minRe
  * 'notification'({name, data}).
  * @param {Handlers} [handlers] defaults to gotalk.defaultHandlers
  * @param {object} [options] heartbeatInterval, sendBufferLimit, maxRetries, minReconnectDelay,
- *   maxReconnectDelay, maxPayloadSize, WebSocket
+ *   maxReconnectDelay, maxPayloadSize, streamBufferLimit, maxPendingRequests,
+ *   maxIncomingRequests, maxRetryWait, requestTimeout, WebSocket
  */
 function Sock(handlers, options) {
   if (!(this instanceof Sock)) return new Sock(handlers, options);
@@ -645,8 +756,32 @@ function Sock(handlers, options) {
   /** Reconnect back-off bounds for openKeepAlive, in milliseconds. */
   this.minReconnectDelay = 500;
   this.maxReconnectDelay = 5000;
-  /** Largest payload accepted from the peer; a bigger one is a protocol error. */
+  /**
+   * Largest payload accepted from the peer, in bytes (default 16 MiB). A bigger one is skipped
+   * as it arrives, never buffered: a result fails its request, a request is answered with an
+   * ErrorResult, a notification is dropped. Also bounds a stream result to a single request.
+   */
   this.maxPayloadSize = DEFAULT_MAX_PAYLOAD;
+  /**
+   * Bytes of stream parts received and not yet consumed, for all streams of the connection
+   * together (default 32 MiB). Each kept part counts its size plus 256 bytes. When a part
+   * would go over, the stream holding the most ends with an error and its parts are dropped.
+   */
+  this.streamBufferLimit = DEFAULT_STREAM_BUFFER;
+  /** Our requests awaiting results at once (default 4096); beyond, a request fails at once. */
+  this.maxPendingRequests = 4096;
+  /**
+   * The peer's requests (and stream requests) being handled at once (default 256); beyond, or
+   * while more than maxPayloadSize bytes of ours wait unsent, they get a RetryResult.
+   */
+  this.maxIncomingRequests = 256;
+  /** Longest RetryResult wait honoured, in ms (default 30 s); a longer one fails the request. */
+  this.maxRetryWait = 30000;
+  /**
+   * Milliseconds a single request may wait for its result, retries included (default 5 min);
+   * 0 = no limit. Stream requests have no timeout.
+   */
+  this.requestTimeout = 300000;
   /** WebSocket constructor to use (else gotalk.WebSocket, else globalThis.WebSocket). */
   this.WebSocket = null;
   if (options) {
@@ -661,10 +796,14 @@ function Sock(handlers, options) {
   this._decoder = null;
   this._reading = false;
   this._inbox = [];
+  this._inboxBytes = 0;
   this._queue = [];          // [{frames, entry}] waiting for a connection
   this._pending = new Map(); // request id -> entry
   this._inStreams = new Map(); // incoming stream request id -> state
   this._ignoredStreams = new Set();
+  this._incoming = {n: 0};   // the peer's requests being handled on this connection
+  this._streamBuffered = 0;  // bytes of stream parts kept for the application (streamBufferLimit)
+  this._hoarders = new Set(); // who keeps them: streams, and single requests collecting parts
   this._nextId = 0;
   this._nextStreamId = 0;
   this._hbTimer = null;
@@ -774,23 +913,55 @@ Sock.prototype._newStreamId = function () {
 
 // ---- requests -------------------------------------------------------------------------------
 
+Sock.prototype._tooManyPending = function () {
+  if (this._pending.size < this.maxPendingRequests) return null;
+  return limitError('maxPendingRequests', 'too many requests awaiting results (' +
+                    this._pending.size + '; maxPendingRequests ' + this.maxPendingRequests + ')');
+};
+
 Sock.prototype._request = function (op, payload, done) {
-  var id = this._newRequestId(), frames;
+  var refused = this._tooManyPending();
+  if (refused) return done(refused, null);
+  var s = this, id = this._newRequestId(), frames;
   try {
     frames = this._frames({t: T_SINGLE_REQ, id: id, name: op}, payload);
   } catch (err) {
     return done(err, null);
   }
   var entry = {id: id, op: op, kind: 'buffer', frames: frames, done: done, tries: 0,
-               sent: false, parts: null, timer: null};
+               sent: false, parts: null, partsLen: 0, retryTimer: null, deadline: null,
+               _queued: 0, _overflow: null};
+  // Parts of a stream result being collected count against streamBufferLimit like any kept
+  // part; when they make this request the largest holder, it fails.
+  entry._overflow = function (err) { s._finish(entry, err); };
   this._pending.set(id, entry);
   try {
     this._write(frames, entry);
   } catch (err) {
     this._pending.delete(id);
-    done(err, null);
+    return done(err, null);
+  }
+  var ms = this.requestTimeout;
+  if (ms > 0) {
+    entry.deadline = setTimeout(function () {
+      entry.deadline = null;
+      if (s._pending.get(id) !== entry) return;
+      var err = limitError('requestTimeout', 'no result for "' + op + '" within ' + ms +
+                           ' ms (requestTimeout)');
+      err.isTimeout = true;
+      s._finish(entry, err);
+    }, Math.min(ms, MAX_TIMER));
+    unrefTimer(entry.deadline);
   }
 };
+
+// Longest delay setTimeout takes as asked (a longer one fires at once).
+var MAX_TIMER = 0x7fffffff;
+
+// A pending timer must not keep a Node.js process alive by itself.
+function unrefTimer(t) {
+  if (t && typeof t.unref === 'function') t.unref();
+}
 
 function promiseOrCallback(cb, start) {
   if (typeof cb === 'function') { start(cb); return undefined; }
@@ -837,9 +1008,21 @@ Sock.prototype.bufferRequestp = function (op, buf) { return this.bufferRequest(o
 
 /** Start a stream request for `op`; nothing is sent until the first write()/end(). */
 Sock.prototype.streamRequest = function (op) {
-  var id = this._newStreamId(), req = new StreamRequest(this, op, id);
-  var entry = {id: id, op: op, kind: 'stream', req: req, sent: false, timer: null};
+  var refused = this._tooManyPending();
+  var id = this._newStreamId(), req = new StreamRequest(this, op, id), s = this;
+  if (refused) {
+    // Nothing is sent: writes are no-ops and the stream ends with the error.
+    req.started = req.ended = true;
+    req._end(refused);
+    return req;
+  }
+  var entry = {id: id, op: op, kind: 'stream', req: req, sent: false, retryTimer: null,
+               deadline: null};
   req._entry = entry;
+  req._sock = this;
+  req._onOverflow = function () {
+    if (s._pending.get(id) === entry) s._finish(entry, null, null, true);
+  };
   this._pending.set(id, entry);
   return req;
 };
@@ -955,9 +1138,21 @@ Sock.prototype.adopt = function (ws) {
   this._addr = ws.url || this._addr;
   this._state = 'open';
   this._decoder = new Decoder({readVersion: true, expectVersion: 1,
-                               maxPayloadSize: this.maxPayloadSize});
+                               maxPayloadSize: this.maxPayloadSize, skipOversized: true});
+  // Each decoded message, handled as soon as it is whole; decoding stops once this
+  // connection is closing.
+  this._deliver = function (m) {
+    try {
+      if (m.oversized) s._onOversized(m); else s._dispatch(m);
+    } catch (err) {
+      logError(err);   // an application listener threw; the connection goes on
+    }
+    return s.ws === ws && s._reading;
+  };
   this._reading = false;
   this._inbox = [];
+  this._inboxBytes = 0;
+  this._incoming = {n: 0};
 };
 
 /** Send our protocol version (the first thing on a new connection). */
@@ -978,20 +1173,30 @@ Sock.prototype.startReading = function () {
   if (s.keepalive) s.keepalive._opened();
   var inbox = s._inbox;
   s._inbox = [];
+  s._inboxBytes = 0;
   for (var i = 0; i < inbox.length && s._reading; i++) s._onData(inbox[i]);
 };
 
 Sock.prototype._onData = function (data) {
-  if (!this._reading) { this._inbox.push(data); return; }
-  var msgs, perr = null;
+  if (!this._reading) {
+    // Received before startReading() (adopt() used directly): kept, within streamBufferLimit.
+    this._inboxBytes += data.byteLength !== undefined ? data.byteLength : data.length * 3;
+    if (this._inboxBytes > this.streamBufferLimit && this.ws) {
+      var err = protocolError(ERR_ABNORMAL, 'more than ' + this.streamBufferLimit +
+                              ' bytes received before startReading() (streamBufferLimit)');
+      err.limit = 'streamBufferLimit';
+      this.closeError(ERR_ABNORMAL, err);
+      return;
+    }
+    this._inbox.push(data);
+    return;
+  }
+  var ws = this.ws, perr = null;
   try {
-    msgs = this._decoder.push(data);
+    this._decoder.feed(data, this._deliver);
   } catch (err) {
     perr = err.isGotalkProtocolError ? err : protocolError(ERR_INVALID_MSG, err.message);
-    msgs = err.messages || [];
   }
-  var ws = this.ws;
-  for (var i = 0; i < msgs.length && this.ws === ws && this._reading; i++) this._dispatch(msgs[i]);
   if (perr && this.ws === ws) this.closeError(perr.code, perr);
 };
 
@@ -1028,21 +1233,40 @@ function logError(err) {
   if (typeof console !== 'undefined' && console.error) console.error(err);
 }
 
+// Admit one of the peer's requests, or refuse it with a RetryResult: over maxIncomingRequests,
+// or while more than maxPayloadSize bytes of ours wait unsent (a peer that does not read must
+// not make us queue answers without end). Returns the counter to decrement when answered.
+Sock.prototype._admitIncoming = function (id, what) {
+  var incoming = this._incoming, backlog = (this.ws && this.ws.bufferedAmount) || 0;
+  if (incoming.n < this.maxIncomingRequests && backlog <= this.maxPayloadSize) {
+    incoming.n++;
+    return incoming;
+  }
+  this._respond({t: T_RETRY_RES, id: id, wait: REFUSAL_WAIT}, what + ' rate limit');
+  return null;
+};
+
 // Incoming single request
 Sock.prototype._onRequest = function (m) {
   var s = this, id = m.id, answered = false;
+  var h = this.handlers.findRequestHandler(m.name);
+  if (typeof h !== 'function') {
+    return this._respond({t: T_ERROR_RES, id: id}, 'unknown operation "' + m.name + '"');
+  }
+  var incoming = this._admitIncoming(id, 'request');
+  if (!incoming) return;
   var result = function (out) {
     if (answered) return;
     answered = true;
+    incoming.n--;
     s._respond({t: T_SINGLE_RES, id: id}, out == null ? null : out);
   };
   result.error = function (err) {
     if (answered) return;
     answered = true;
+    incoming.n--;
     s._respond({t: T_ERROR_RES, id: id}, errorText(err));
   };
-  var h = this.handlers.findRequestHandler(m.name);
-  if (typeof h !== 'function') return result.error('unknown operation "' + m.name + '"');
   try {
     var ret = h(m.payload, result, m.name, this);
     if (isThenable(ret)) ret.then(function (v) { result(v); }, result.error);
@@ -1060,22 +1284,30 @@ Sock.prototype._onStreamRequest = function (m) {
   }
   var h = this.handlers.findStreamRequestHandler(m.name);
   if (typeof h !== 'function') {
-    this._ignoredStreams.add(id);
+    this._ignoreStream(id);
     this._respond({t: T_ERROR_RES, id: id}, this.handlers.findRequestHandler(m.name) ?
       'stream requests not supported' : 'unknown operation "' + m.name + '"');
     return;
   }
+  var incoming = this._admitIncoming(id, 'stream');
+  if (!incoming) { this._ignoreStream(id); return; }
   var input = new ChunkStream();
   input.op = m.name;
   input.id = id;
+  input._sock = this;
   var st = {input: input, finished: false};
   var finish = function () {
+    if (st.finished) return;
     st.finished = true;
+    incoming.n--;
     if (s._inStreams.get(id) === st) {
       s._inStreams.delete(id);
-      if (!input.ended) s._ignoredStreams.add(id);   // swallow the rest of the request
+      if (!input.ended) s._ignoreStream(id);   // swallow the rest of the request
     }
   };
+  // Parts the handler does not take cannot pile up: over streamBufferLimit the request is
+  // answered with the error and the rest of it skipped.
+  input._onOverflow = function (err) { output.error(err); };
   var output = {
     id: id,
     write: function (buf) {
@@ -1103,6 +1335,12 @@ Sock.prototype._onStreamRequest = function (m) {
     output.error(err);
   }
   if (m.payload.length) input._push(m.payload);
+};
+
+Sock.prototype._ignoreStream = function (id) {
+  var ignored = this._ignoredStreams;
+  if (ignored.size >= IGNORED_STREAMS_KEPT) ignored.delete(ignored.values().next().value);
+  ignored.add(id);
 };
 
 Sock.prototype._onStreamPart = function (m) {
@@ -1136,11 +1374,59 @@ Sock.prototype._onResult = function (m) {
     return;
   }
   if (t === T_STREAM_RES) {
-    // A stream answer to a single request: collect it.
-    if (payload.length) { (e.parts || (e.parts = [])).push(payload); return; }
-    payload = e.parts ? concatBytes(e.parts) : payload;
+    // A stream answer to a single request: collect it, up to maxPayloadSize in all.
+    if (payload.length) {
+      var len = e.partsLen + payload.length;
+      if (len > this.maxPayloadSize) {
+        var err = limitError('maxPayloadSize', 'stream result to a single request too large (' +
+          len + ' bytes so far; maxPayloadSize ' + this.maxPayloadSize + ')');
+        err.size = len;
+        return this._finish(e, err);
+      }
+      var cap = e.parts ? e.parts.length : 0, parts = grown(e.parts, e.partsLen, len, this.maxPayloadSize);
+      if (parts.length > cap) {
+        if (!this._admitStreamBytes(e, parts.length - cap)) return;
+        this._keep(e, parts.length - cap);
+      }
+      e.parts = parts;
+      e.parts.set(payload, e.partsLen);
+      e.partsLen = len;
+      return;
+    }
+    payload = e.parts ? e.parts.subarray(0, e.partsLen) : payload;
   }
   this._finish(e, t === T_ERROR_RES ? new Error(payload.toString()) : null, payload);
+};
+
+// A message whose payload was over maxPayloadSize: it is skipped, and whoever it was for told.
+Sock.prototype._onOversized = function (m) {
+  var err = payloadTooLarge(m.size, this.maxPayloadSize), st;
+  switch (m.t) {
+  case T_SINGLE_RES: case T_STREAM_RES: case T_ERROR_RES: case T_RETRY_RES:
+    var e = this._pending.get(m.id);
+    if (e) this._finish(e, err);
+    return;
+  case T_SINGLE_REQ:
+    // The wording of the Rust server, for the same refusal.
+    return this._respond({t: T_ERROR_RES, id: m.id}, 'payload too large (' + m.size +
+                         ' bytes; limit ' + this.maxPayloadSize + ')');
+  case T_STREAM_REQ:
+    if (this._inStreams.has(m.id) || this._ignoredStreams.has(m.id)) return;
+    this._ignoreStream(m.id);
+    return this._respond({t: T_ERROR_RES, id: m.id}, 'payload too large (' + m.size +
+                         ' bytes; limit ' + this.maxPayloadSize + ')');
+  case T_STREAM_REQ_PART:
+    st = this._inStreams.get(m.id);
+    if (st) {
+      this._inStreams.delete(m.id);
+      this._ignoreStream(m.id);
+      st.input._end(err);
+    }
+    return;
+  case T_NOTIFICATION:
+    return logError(new Error('gotalk: notification ' + JSON.stringify(m.name) + ' dropped: ' +
+                              err.message));
+  }
 };
 
 Sock.prototype._hasSentPending = function () {
@@ -1149,34 +1435,70 @@ Sock.prototype._hasSentPending = function () {
   return any;
 };
 
-Sock.prototype._finish = function (e, err, result) {
+// Complete request `e`. `overflowed`: its stream already ended itself (stream buffer limit).
+Sock.prototype._finish = function (e, err, result, overflowed) {
   if (this._pending.get(e.id) === e) this._pending.delete(e.id);
-  clearTimeout(e.timer);
-  e.failed = !!err;
+  clearTimeout(e.retryTimer);
+  clearTimeout(e.deadline);
+  // Collected parts are the application's from here (the result), or garbage.
+  if (e.kind !== 'stream' && e._queued) this._unkeep(e, e._queued);
+  e.failed = !!err || !!overflowed;
   if (e.kind === 'stream') {
     e.req.ended = true;
-    e.req._end(err);
+    if (!overflowed) e.req._end(err);
   } else {
     e.done(err, err ? null : result);
   }
   if (this._pendingClose && !this._hasSentPending()) this._closeNow();
 };
 
+// `holder` (a stream, or a single request collecting a stream result) keeps `cost` more or
+// fewer bytes.
+Sock.prototype._keep = function (holder, cost) {
+  holder._queued += cost;
+  this._streamBuffered += cost;
+  this._hoarders.add(holder);
+};
+Sock.prototype._unkeep = function (holder, cost) {
+  holder._queued -= cost;
+  this._streamBuffered -= cost;
+  if (holder._queued <= 0) this._hoarders.delete(holder);
+};
+
+// Make room for `cost` more bytes kept for `stream`: while over streamBufferLimit, the holder
+// with the most (counting `stream` with the new part) gives up. False when `stream` did.
+Sock.prototype._admitStreamBytes = function (stream, cost) {
+  while (this._streamBuffered + cost > this.streamBufferLimit) {
+    var victim = stream, most = stream._queued + cost;
+    this._hoarders.forEach(function (c) {
+      if (c !== stream && c._queued > most) { victim = c; most = c._queued; }
+    });
+    var err = limitError('streamBufferLimit', 'stream buffer full: ' + most + ' bytes of parts ' +
+      'not consumed (streamBufferLimit ' + this.streamBufferLimit + ')');
+    victim._overflow(err);
+    if (victim === stream) return false;
+  }
+  return true;
+};
+
 Sock.prototype._onRetry = function (e, m) {
   var s = this, wait = m.wait, reason = m.payload.toString() || 'retry';
-  if (e.kind === 'stream' || e.tries >= this.maxRetries) {
+  var tooLong = wait > this.maxRetryWait;
+  if (e.kind === 'stream' || e.tries >= this.maxRetries || tooLong) {
     var err = new Error(reason + ' (retry after ' + wait + ' ms; ' +
       (e.kind === 'stream' ? 'stream requests are not retried' :
+       tooLong ? 'longer than maxRetryWait ' + this.maxRetryWait + ' ms' :
        'gave up after ' + e.tries + ' retries') + ')');
     err.isRetry = true;
     err.retryAfter = wait;
     err.wait = wait;
     err.retries = e.tries || 0;
+    if (tooLong && e.kind !== 'stream') err.limit = 'maxRetryWait';
     return this._finish(e, err);
   }
   e.tries++;
-  e.timer = setTimeout(function () {
-    e.timer = null;
+  e.retryTimer = setTimeout(function () {
+    e.retryTimer = null;
     if (s._pending.get(e.id) !== e) return;
     try {
       e.sent = false;
@@ -1184,7 +1506,7 @@ Sock.prototype._onRetry = function (e, m) {
     } catch (err) {
       s._finish(e, err);
     }
-  }, wait);
+  }, Math.min(wait, MAX_TIMER));
 };
 
 Sock.prototype._onNotification = function (m) {
@@ -1199,9 +1521,11 @@ Sock.prototype._onNotification = function (m) {
 Sock.prototype._failAll = function (err, keepUnsent) {
   var s = this, cause = err || new Error('connection closed');
   Array.from(this._pending.values()).forEach(function (e) {
-    if (keepUnsent && !e.sent && !e.timer) return;
+    if (keepUnsent && !e.sent && !e.retryTimer) return;
     s._pending.delete(e.id);
-    clearTimeout(e.timer);
+    clearTimeout(e.retryTimer);
+    clearTimeout(e.deadline);
+    if (e.kind !== 'stream' && e._queued) s._unkeep(e, e._queued);
     e.failed = true;
     if (e.kind === 'stream') { e.req.ended = true; e.req._end(cause); } else e.done(cause, null);
   });
@@ -1225,6 +1549,7 @@ Sock.prototype._onWsClose = function (ws, ev) {
   this._reading = false;
   this._decoder = null;
   this._inbox = [];
+  this._inboxBytes = 0;
   this._closeError = null;
   this._pendingClose = false;
   this._ending = false;

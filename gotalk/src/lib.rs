@@ -63,10 +63,10 @@
 //! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
 //! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
-//! | [`server`] | [`Server`]: accept loop, connection cap, graceful shutdown |
+//! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
 //! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait and `RedisAdapter` (feature `redis`) across processes |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
-//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); `ws://` client |
+//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
 //! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
 //!

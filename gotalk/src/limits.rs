@@ -11,7 +11,10 @@
 //! | [`write_queue`](Limits::write_queue) | 1024 messages | senders wait when full | back-pressure |
 //! | [`stream_queue`](Limits::stream_queue) | 32 parts | reader waits when full | back-pressure |
 //!
-//! Request limits count per connection, so one peer's flood never starves another peer.
+//! Request limits count per connection, so one peer's flood never starves another peer. The
+//! limits of a server as a whole (connections in total and per peer address, which idle one
+//! makes room, the HTTP side of a WebSocket port, the WebSocket message allowance) are
+//! [`ServerOptions`](crate::ServerOptions).
 //!
 //! ```
 //! use std::time::Duration;
@@ -214,7 +217,11 @@ impl Counters {
 
     /// Gives back a slot taken by [`Counters::admit`].
     pub(crate) fn release(&self, stream: bool) {
-        self.requests.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst (the same instruction as AcqRel on x86): a shutdown that starts waiting and
+        // then finds this request still counted must see its end here.
+        if self.requests.fetch_sub(1, Ordering::SeqCst) == 1 && drain::waiting() {
+            drain::IDLE.notify_waiters();
+        }
         if stream {
             self.streams.fetch_sub(1, Ordering::AcqRel);
         }
@@ -223,6 +230,43 @@ impl Counters {
     /// Requests in progress.
     pub(crate) fn in_progress(&self) -> u32 {
         self.requests.load(Ordering::Acquire)
+    }
+}
+
+/// How a graceful shutdown learns that connections went idle without polling them: while one
+/// waits ([`drain::Waiting`]), a connection whose last request in progress ends wakes it (every
+/// waiting shutdown of the process; each checks its own connections again). Otherwise this
+/// costs one relaxed load when a connection's requests in progress drop to zero.
+pub(crate) mod drain {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    /// Notified when a connection's requests in progress drop to zero while someone waits.
+    pub(crate) static IDLE: Notify = Notify::const_new();
+
+    pub(super) fn waiting() -> bool {
+        WAITING.load(Ordering::SeqCst) > 0
+    }
+
+    /// Held by a shutdown while it waits on [`IDLE`].
+    #[derive(Debug)]
+    pub(crate) struct Waiting(());
+
+    impl Waiting {
+        /// Counts a waiter; read the counters after this, they are then sure to wake it.
+        pub(crate) fn start() -> Waiting {
+            WAITING.fetch_add(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            Waiting(())
+        }
+    }
+
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            WAITING.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

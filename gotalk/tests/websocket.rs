@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gotalk::ws::{axum, Endpoint, OriginPolicy};
+use gotalk::ws::{axum, Connector, Endpoint, OriginPolicy};
 use gotalk::{Bytes, Config, Handlers, Limits, Server, Sock};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +45,10 @@ fn server_handlers() -> Handlers {
         Ok(serde_json::json!({
             "path": req.uri().path(),
             "ua": req.header("user-agent"),
+            "origin": req.origin(),
+            "authorization": req.header("authorization"),
+            "cookies": req.headers().get_all("cookie").iter()
+                .filter_map(|v| v.to_str().ok()).collect::<Vec<_>>(),
             "peer": req.peer_addr().map(|a| a.ip().to_string()),
             "sock_peer": sock.peer_addr(),
         }))
@@ -387,7 +391,7 @@ async fn origin_policy_refuses_other_sites() {
     ws.send(bin(b"01")).await.unwrap();
     expect_binary(&mut ws, b"01").await;
 
-    // Our client sends no Origin (it is not a page): let through.
+    // Our client sends the origin of the URL it connects to: the same host, let through.
     let sock = gotalk::connect(&url).await.unwrap();
     let echoed = sock.buffer_request("echo", "hi").await.unwrap();
     assert_eq!(&echoed[..], b"hi");
@@ -411,6 +415,68 @@ async fn origin_policy_refuses_other_sites() {
     assert_eq!(&sock.buffer_request("echo", "x").await.unwrap()[..], b"x");
     task.abort();
     task2.abort();
+}
+
+/// A server that refuses upgrades without an `Origin`, as the reference Go server does (403),
+/// served the recommended way.
+async fn origin_requiring_server() -> (String, tokio::task::JoinHandle<()>) {
+    let endpoint =
+        Endpoint::new(server_config()).origin(OriginPolicy::check(|r| r.origin().is_some()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().merge(endpoint.router("/gotalk/"));
+    let task = tokio::spawn(async move { gotalk::ws::serve(listener, app).await.unwrap() });
+    (host, task)
+}
+
+#[tokio::test]
+async fn client_sends_an_origin_from_the_url_and_the_headers_it_is_given() {
+    let (host, task) = origin_requiring_server().await;
+    let url = format!("ws://{host}/gotalk/");
+
+    // By default: the origin of the URL, which such a server lets in.
+    let sock = gotalk::connect(&url)
+        .await
+        .expect("refused with the default origin");
+    let who: serde_json::Value = sock.request("whoami", &()).await.unwrap();
+    assert_eq!(who["origin"], format!("http://{host}"));
+    assert_eq!(who["authorization"], serde_json::Value::Null);
+    sock.close();
+
+    // Without one: 403, reported as such.
+    let err = Connector::new()
+        .without_origin()
+        .connect(&url, &server_config())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+
+    // A chosen origin, a token and two cookies.
+    let sock = Connector::new()
+        .origin("https://app.example")
+        .unwrap()
+        .header("Authorization", "Bearer 0123")
+        .unwrap()
+        .header("Cookie", "a=1")
+        .unwrap()
+        .header("Cookie", "b=2")
+        .unwrap()
+        .connect(&url, &Config::new().heartbeat_interval(None))
+        .await
+        .unwrap();
+    let who: serde_json::Value = sock.request("whoami", &()).await.unwrap();
+    assert_eq!(who["origin"], "https://app.example");
+    assert_eq!(who["authorization"], "Bearer 0123");
+    assert_eq!(who["cookies"], serde_json::json!(["a=1", "b=2"]));
+    assert_eq!(
+        who["peer"], "127.0.0.1",
+        "serve gives the endpoint the peer's address"
+    );
+    sock.close();
+
+    // Headers the handshake writes itself cannot be set.
+    assert!(Connector::new().header("Sec-WebSocket-Key", "x").is_err());
+    task.abort();
 }
 
 // ---- gotalk.js -------------------------------------------------------------------------
@@ -633,8 +699,21 @@ mod wss {
             .await
             .unwrap();
         assert_eq!(out["greeting"], "Hello tls");
+        let who: serde_json::Value = sock.request("whoami", &()).await.unwrap();
+        assert_eq!(who["origin"], format!("https://localhost:{port}"));
         let big = vec![7u8; 300_000];
         assert_eq!(sock.buffer_request("echo", big.clone()).await.unwrap(), big);
+        sock.close();
+
+        // Headers go over wss:// too.
+        let sock = Connector::new()
+            .header("Authorization", "Bearer tls")
+            .unwrap()
+            .connect(&url, &config)
+            .await
+            .unwrap();
+        let who: serde_json::Value = sock.request("whoami", &()).await.unwrap();
+        assert_eq!(who["authorization"], "Bearer tls");
         sock.close();
 
         // The default roots do not know the private CA: a TLS error, not a hang.

@@ -161,9 +161,10 @@ async fn fanout(args: Args) {
     let config = Config::new()
         .handlers(h)
         .on_open(move |s| o.lock().unwrap().push(s.clone()));
-    let options = ServerOptions {
-        max_connections: n + 16,
-    };
+    // Every member comes from 127.0.0.1: no per-address share.
+    let options = ServerOptions::default()
+        .max_connections(n + 16)
+        .max_connections_per_address(None);
     let server = Server::bind_with("127.0.0.1:0", config, options)
         .await
         .unwrap_or_else(|e| fail(&format!("bind: {e}")));

@@ -302,8 +302,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         .route("/favicon.ico", get(icon))
         .merge(endpoint.router("/gotalk/"));
     let web = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = gotalk::ws::axum::serve(listener, app).await {
+        if let Err(e) = gotalk::ws::serve(listener, app).await {
             tracing::error!("web server failed: {e}");
             err_line(&format!("gotalk: web server failed: {e}"));
         }

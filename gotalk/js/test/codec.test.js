@@ -181,3 +181,26 @@ test('Buf is a Uint8Array that prints as UTF-8', () => {
   assert.equal(String(b), 'héllo');
   assert.equal(b.length, 6);
 });
+
+test('Decoder skipOversized: the message comes at its header, its payload is skipped in any split', () => {
+  const wire = 'R00010000000a' + '0123456789' + 'R000200000002ok';
+  for (let cut = 0; cut <= wire.length; cut++) {
+    const d = new Decoder({ maxPayloadSize: 5, skipOversized: true });
+    const got = [...d.push(wire.slice(0, cut)), ...d.push(wire.slice(cut))];
+    assert.deepEqual(got.map((m) => [m.id, m.size, m.oversized === true, m.payload && m.payload.toString()]),
+                     [['0001', 10, true, null], ['0002', 2, false, 'ok']], 'cut at ' + cut);
+  }
+  // announced at the header already, before any of the payload
+  assert.equal(new Decoder({ maxPayloadSize: 5, skipOversized: true }).push('R0001ffffffff')[0].oversized, true);
+});
+
+test('Decoder feed: one message at a time, and false stops at once', () => {
+  const d = new Decoder();
+  const seen = [];
+  d.feed('n001a00000000n001b00000000n001c00000000', (m) => { seen.push(m.name); return m.name !== 'b'; });
+  assert.deepEqual(seen, ['a', 'b']);
+  // a payload split over chunks is kept only as large as what arrived
+  const e = new Decoder();
+  e.feed('R000100100000' + 'x', () => assert.fail('not complete'));
+  assert.ok(e._body.length <= 64 * 1024, 'allocated ' + e._body.length + ' for 1 byte of a 1 MiB payload');
+});

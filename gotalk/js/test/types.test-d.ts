@@ -38,6 +38,8 @@ async function client() {
   const s4: gotalk.Sock = gotalk.open({ WebSocket: null });
   const s5: gotalk.Sock = gotalk.Sock(h, { sendBufferLimit: 5 });
   const s6: gotalk.Sock = new gotalk.Sock({ handlers: h, maxRetries: 2 });
+  const s7: gotalk.Sock = gotalk.Sock({ maxPayloadSize: 1 << 20, streamBufferLimit: 4 << 20, maxPendingRequests: 64,
+                                        maxIncomingRequests: 8, maxRetryWait: 5000, requestTimeout: 0 });
   s.on('open', (sock) => { const x: gotalk.Sock = sock; void x; })
    .on('close', (err) => { if (err && 'isGotalkProtocolError' in err) { const c: number = err.code; void c; } })
    .on('heartbeat', (hb) => { const t: Date = hb.time; const l: number = hb.load; void t; void l; })
@@ -60,10 +62,12 @@ async function client() {
   s.openKeepAlive('ws://x/').open('ws://y/');
   s.heartbeatInterval = 20000; s.sendBufferLimit = 10; s.maxRetries = 3;
   s.minReconnectDelay = 100; s.maxReconnectDelay = 1000; s.maxPayloadSize = 1 << 20;
+  s.streamBufferLimit = 1 << 22; s.maxPendingRequests = 10; s.maxIncomingRequests = 10;
+  s.maxRetryWait = 1000; s.requestTimeout = 60000;
   if (s.keepalive) { const n: number = s.keepalive.nextDelay(null, true); void n; }
   s.end();
   const sr = gotalk.StreamRequest(s, 'op', '!000');
-  void sr; void s2; void s3; void s4; void s5; void s6; void r; void b; void a;
+  void sr; void s2; void s3; void s4; void s5; void s6; void s7; void r; void b; void a;
 }
 
 function errors(e: Error) {
@@ -71,6 +75,10 @@ function errors(e: Error) {
   const all = [gotalk.ErrAbnormal, gotalk.ErrUnsupported, gotalk.ErrTimeout];
   const re = e as gotalk.RetryError;
   const wait: number = re.retryAfter;
+  const le = e as gotalk.LimitError;
+  if (le.limit === 'streamBufferLimit' || le.limit === 'requestTimeout') { const sz: number | undefined = le.size; void sz; }
+  // @ts-expect-error: not a limit name
+  if (le.limit === 'nonesuch') void 0;
   void pe; void all; void wait;
 }
 
@@ -79,7 +87,8 @@ function codec() {
   const hdr: gotalk.Buf = p.encodeHeader({ t: 'r', id: '0001', name: 'echo', size: 3 });
   const msg: gotalk.Buf = p.encodeMsg({ t: p.MsgTypeSingleRes, id: '0001' }, 'abc');
   const dec = new p.Decoder({ readVersion: true, maxPayloadSize: 1024 });
-  const dec2 = p.Decoder();
+  const dec2 = p.Decoder({ skipOversized: true });
+  dec2.feed(msg, (m) => { const big: true | undefined = m.oversized; void big; return true; });
   const msgs: gotalk.Message[] = dec.push(msg);
   const m = msgs[0];
   const fields: (number | string | null)[] = [m.t, m.id, m.name, m.wait, m.size, m.load, m.time, m.code];

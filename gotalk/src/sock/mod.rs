@@ -81,6 +81,9 @@ pub(crate) type RetryCallback = Arc<dyn Fn(&Sock, &str, Duration, u32) + Send + 
 /// The user's callbacks (see [`crate::Config`]).
 #[derive(Clone, Default)]
 pub(crate) struct Callbacks {
+    /// Not the user's: run when the handshake is done, before `open` (a server registers the
+    /// connection and hands it its slot there, so that it is listed before it serves anything).
+    pub(crate) internal_open: Option<SockCallback>,
     pub(crate) open: Option<SockCallback>,
     pub(crate) close: Option<CloseCallback>,
     pub(crate) heartbeat: Option<HeartbeatCallback>,
@@ -93,6 +96,14 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// `heartbeat_load` while the load is computed from the requests in progress.
 const LOAD_AUTO: u32 = u32::MAX;
+
+/// What [`Sock::hold_until_closed`] holds: values until the connection has fully closed (a
+/// server's connection slot, a room hub's membership), then nothing ever again (a value handed
+/// over late is dropped at once).
+pub(super) enum Guard {
+    Open(Vec<Box<dyn Any + Send>>),
+    Done,
+}
 
 pub(super) struct Inner {
     pub(super) shared: parking_lot::Mutex<Shared>,
@@ -112,9 +123,8 @@ pub(super) struct Inner {
     pub(super) transport_info: Option<Arc<dyn Any + Send + Sync>>,
     /// Application data, one value per type.
     pub(super) data: parking_lot::Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
-    /// Held until the connection is fully closed (a server's connection-count permit, a
-    /// room hub's membership).
-    pub(super) guard: Mutex<Vec<Box<dyn Any + Send>>>,
+    /// Held until the connection is fully closed (e.g. a server's connection slot).
+    pub(super) guard: Mutex<Guard>,
     pub(super) callbacks: Callbacks,
     /// When the connection opened: the origin of the times below.
     pub(super) opened: Instant,
@@ -458,29 +468,26 @@ impl Sock {
         self.shared().pending.len()
     }
 
+    /// Keeps `value` alive until the connection has fully closed (dropped at once if it has):
+    /// dropped before [`Sock::closed`] returns.
+    pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
+        let mut guard = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Guard::Open(held) = &mut *guard {
+            held.push(value);
+        }
+    }
+
     /// An identifier for this connection, unique among open connections of the process.
     pub(crate) fn key(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize
     }
 
-    /// Keeps `value` alive until the connection has fully closed (drops it at once if it has).
-    pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
-        let mut held = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked under the lock the writer takes after setting `finished`, so that a value
-        // is either dropped here or taken by the writer, never left behind.
-        if *self.inner.finished.borrow() {
-            drop(held);
-            drop(value);
-            return;
-        }
-        held.push(value);
-    }
-
-    /// Marks the connection fully closed and lets go of what was held until then.
-    pub(super) fn finish(&self) {
-        self.inner.finished.send_replace(true);
-        let held = std::mem::take(&mut *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()));
-        // Dropped outside the lock: a value's drop may reach back into this connection.
+    /// Lets go of what [`Sock::hold_until_closed`] holds, for good.
+    pub(super) fn release_guard(&self) {
+        let held = std::mem::replace(
+            &mut *self.inner.guard.lock().unwrap_or_else(|e| e.into_inner()),
+            Guard::Done,
+        );
         drop(held);
     }
 

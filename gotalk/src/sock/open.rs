@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::reader::reader_task;
 use super::writer::writer_task;
-use super::{panic_message, Inner, Shared, Sock, LOAD_AUTO, MAX_RETRY_WAIT};
+use super::{panic_message, Guard, Inner, Shared, Sock, LOAD_AUTO, MAX_RETRY_WAIT};
 use crate::config::Config;
 use crate::error::{CloseReason, Error, Result, Side};
 use crate::frame::{encode_version, Message, ProtocolErrorCode, PROTOCOL_VERSION};
@@ -86,7 +86,7 @@ impl Sock {
                 peer_addr,
                 transport_info,
                 data: parking_lot::Mutex::new(Vec::new()),
-                guard: Mutex::new(Vec::new()),
+                guard: Mutex::new(Guard::Open(Vec::new())),
                 callbacks: config.callbacks.clone(),
                 opened: Instant::now(),
                 peer_heartbeat: AtomicU64::new(0),
@@ -162,5 +162,6 @@ fn task_panicked(sock: &Sock, panic: Box<dyn Any + Send>) {
             code: ProtocolErrorCode::ABNORMAL,
         }),
     );
-    sock.finish();
+    sock.release_guard();
+    sock.inner.finished.send_replace(true);
 }

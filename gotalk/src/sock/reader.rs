@@ -251,6 +251,9 @@ impl Reader {
         let sock = &self.sock;
         match action {
             Action::Open => {
+                if let Some(cb) = &sock.inner.callbacks.internal_open {
+                    cb(sock);
+                }
                 if let Some(cb) = &sock.inner.callbacks.open {
                     cb(sock);
                 }

@@ -77,7 +77,8 @@ pub(super) async fn writer_task(
     }
     let shutdown = poll_fn(|cx| sock.io().as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
-    sock.finish();
+    sock.release_guard();
+    sock.inner.finished.send_replace(true);
 }
 
 impl Sock {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use gotalk::codec::{Decoded, Decoder};
 use gotalk::frame::{Message, Name, RequestId};
-use gotalk::{Config, HandlerError, Handlers, Limits, Server};
+use gotalk::{Config, HandlerError, Handlers, Limits, Server, ServerOptions};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -71,12 +71,31 @@ pub struct RawPeer {
     dec: Decoder,
 }
 
+/// A TCP connection to `addr` from the loopback address `local` (any of 127.0.0.0/8), so that
+/// one test can be several peer addresses.
+pub async fn tcp_from(local: &str, addr: &str) -> std::io::Result<TcpStream> {
+    let hp = addr
+        .trim_start_matches("tcp://")
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{local}:0").parse().expect("local address"))?;
+    socket
+        .connect(hp.parse().expect("a numeric host:port"))
+        .await
+}
+
 impl RawPeer {
     /// Connects and exchanges protocol versions.
     pub async fn connect(addr: &str) -> RawPeer {
-        let stream = TcpStream::connect(addr.trim_start_matches("tcp://"))
-            .await
-            .expect("connect");
+        RawPeer::connect_from("127.0.0.1", addr).await
+    }
+
+    /// Connects from the loopback address `local` and exchanges protocol versions.
+    pub async fn connect_from(local: &str, addr: &str) -> RawPeer {
+        let stream = tcp_from(local, addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
         let mut p = RawPeer {
             stream,
@@ -208,6 +227,13 @@ pub struct ServerSpec {
     pub write_queue: Option<usize>,
     /// Address to bind in the child (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0/gotalk/`.
     pub bind: Option<String>,
+    /// [`ServerOptions`] fields; `None` keeps the default.
+    pub max_connections: Option<usize>,
+    /// `Some(0)` lifts the per-address limit (`None` in [`ServerOptions`]).
+    pub max_connections_per_address: Option<usize>,
+    pub max_http_connections: Option<usize>,
+    /// `Some(0)` lifts the per-address limit.
+    pub max_http_connections_per_address: Option<usize>,
 }
 
 impl ServerSpec {
@@ -237,6 +263,22 @@ impl ServerSpec {
         );
         put("GT_WRITE_QUEUE", self.write_queue.map(|x| x.to_string()));
         put("GT_BIND", self.bind.clone());
+        put(
+            "GT_MAX_CONNECTIONS",
+            self.max_connections.map(|x| x.to_string()),
+        );
+        put(
+            "GT_MAX_CONNECTIONS_PER_ADDRESS",
+            self.max_connections_per_address.map(|x| x.to_string()),
+        );
+        put(
+            "GT_MAX_HTTP_CONNECTIONS",
+            self.max_http_connections.map(|x| x.to_string()),
+        );
+        put(
+            "GT_MAX_HTTP_CONNECTIONS_PER_ADDRESS",
+            self.max_http_connections_per_address.map(|x| x.to_string()),
+        );
         v
     }
 
@@ -252,7 +294,30 @@ impl ServerSpec {
             write_timeout_ms: get("GT_WRITE_TIMEOUT_MS"),
             write_queue: get("GT_WRITE_QUEUE"),
             bind: get("GT_BIND"),
+            max_connections: get("GT_MAX_CONNECTIONS"),
+            max_connections_per_address: get("GT_MAX_CONNECTIONS_PER_ADDRESS"),
+            max_http_connections: get("GT_MAX_HTTP_CONNECTIONS"),
+            max_http_connections_per_address: get("GT_MAX_HTTP_CONNECTIONS_PER_ADDRESS"),
         }
+    }
+
+    /// The server options this spec describes (the defaults where it says nothing).
+    pub fn options(&self) -> ServerOptions {
+        let some = |n: usize| (n > 0).then_some(n);
+        let mut o = ServerOptions::default();
+        if let Some(x) = self.max_connections {
+            o = o.max_connections(x);
+        }
+        if let Some(x) = self.max_connections_per_address {
+            o = o.max_connections_per_address(some(x));
+        }
+        if let Some(x) = self.max_http_connections {
+            o = o.max_http_connections(x);
+        }
+        if let Some(x) = self.max_http_connections_per_address {
+            o = o.max_http_connections_per_address(some(x));
+        }
+        o
     }
 
     /// The limits this spec describes; retry waits are short so tests stay quick.
@@ -362,7 +427,9 @@ pub async fn bind(spec: &ServerSpec) -> Server {
         .handlers(handlers(cell.clone()))
         .limits(spec.limits())
         .heartbeat_interval(None);
-    Server::bind("127.0.0.1:0", config).await.expect("bind")
+    Server::bind_with("127.0.0.1:0", config, spec.options())
+        .await
+        .expect("bind")
 }
 
 /// The body of the child server process: binds, prints `LISTENING <addr>`, serves until its
@@ -385,7 +452,9 @@ pub fn child_main() {
             .limits(spec.limits())
             .heartbeat_interval(None);
         let bind = std::env::var("GT_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
-        let server = Server::bind(&bind, config).await.expect("bind");
+        let server = Server::bind_with(&bind, config, spec.options())
+            .await
+            .expect("bind");
         // The server is in the cell before the parent learns the address: a `stats` request
         // arriving at once must find it.
         let addr = server.local_addr().to_string();

@@ -9,8 +9,8 @@
 //!   messages, several gotalk messages in one) decodes the same.
 //!
 //! Both halves share a [`CloseCode`]: the writer records `4000 + code` when it sees a protocol
-//! error go out, the reader records 1009 when a peer's message is over the size limit, and the
-//! writer sends that code in the closing handshake.
+//! error go out, the reader records 1009 when a peer's message is over the size limit and 1007
+//! when a text message is not UTF-8, and the writer sends that code in the closing handshake.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -29,6 +29,9 @@ use crate::header::parse_header;
 
 /// WebSocket close code of a normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code for a text message that is not valid UTF-8 (RFC 6455: invalid
+/// payload data).
+pub const CLOSE_INVALID_TEXT: u16 = 1007;
 /// WebSocket close code for a message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close codes `4000 + n` report gotalk protocol error `n` (as the reference does).
@@ -45,6 +48,8 @@ pub(crate) enum Event {
     Skip,
     /// The peer's message was larger than the limit.
     TooBig(String),
+    /// The peer's text message was not valid UTF-8.
+    InvalidText(String),
 }
 
 /// The WebSocket message types of the libraries we adapt (axum's and tungstenite's).
@@ -83,6 +88,7 @@ fn close_reason(code: u16) -> &'static str {
     match code {
         CLOSE_NORMAL => "",
         CLOSE_TOO_BIG => "message too big",
+        CLOSE_INVALID_TEXT => "text message is not UTF-8",
         4000 => "gotalk protocol error 0 (abnormal)",
         4001 => "gotalk protocol error 1 (unsupported protocol)",
         4002 => "gotalk protocol error 2 (invalid message)",
@@ -171,6 +177,10 @@ where
                 Some(Ok(Event::Skip)) => {}
                 Some(Ok(Event::TooBig(what))) => {
                     this.close.set(CLOSE_TOO_BIG);
+                    this.error = Some(io::Error::new(io::ErrorKind::InvalidData, what));
+                }
+                Some(Ok(Event::InvalidText(what))) => {
+                    this.close.set(CLOSE_INVALID_TEXT);
                     this.error = Some(io::Error::new(io::ErrorKind::InvalidData, what));
                 }
                 Some(Err(e)) => this.error = Some(e),
@@ -500,6 +510,21 @@ mod tests {
         });
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(close.get(), CLOSE_TOO_BIG);
+    }
+
+    #[test]
+    fn reader_reports_invalid_text() {
+        let close = CloseCode::default();
+        let events = vec![Ok(Event::InvalidText("not UTF-8".into()))];
+        let mut r = WsReader::new(futures_util::stream::iter(events), close.clone());
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut space = [0u8; 8];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(matches!(
+            Pin::new(&mut r).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::InvalidData
+        ));
+        assert_eq!(close.get(), CLOSE_INVALID_TEXT);
     }
 
     /// One `poll_read` with a buffer of `cap` bytes.

@@ -12,14 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::adapter::{CloseCode, Event, WsMessage, WsReader, WsWriter};
-use super::{max_message_size, tungstenite_event, READ_BUFFER};
+use super::messages::{max_message_size, tungstenite_event, READ_BUFFER};
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::jslib::JsLib;
+use crate::server::options::ServerOptions;
+use crate::server::slots::{SlotLimits, Slots};
 use crate::sock::Sock;
 
 /// The HTTP request a WebSocket connection was upgraded from. Reach it from a handler with
@@ -59,8 +61,9 @@ impl WsRequest {
         self.header("host")
     }
 
-    /// The client's address, when the server was started with connect info (axum's
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, as [`crate::Server`] does).
+    /// The client's address, when the server provides axum's `ConnectInfo<SocketAddr>`
+    /// ([`serve`](super::serve) and [`crate::Server`] do; with `axum::serve`, use
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
     }
@@ -84,7 +87,8 @@ type OriginCheck = Arc<dyn Fn(&WsRequest) -> bool + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub enum OriginPolicy {
-    /// Any page (the default, as in the reference).
+    /// Any page, and programs that send no `Origin` (the default; the reference accepts any
+    /// origin too, but refuses a request without one with `403`).
     #[default]
     Any,
     /// Only pages served by this same host: the origin's `host[:port]` equals the `Host`
@@ -151,11 +155,20 @@ impl OriginPolicy {
 /// A gotalk WebSocket endpoint: answers WebSocket upgrades and serves `gotalk.js`. See the
 /// [module docs](super).
 ///
+/// The connections it holds are limited as a [`Server`](crate::Server)'s are, with the
+/// [`ServerOptions`] defaults unless set here: at most 10 000 at once, 256 from one peer
+/// address (known when the server provides axum's `ConnectInfo<SocketAddr>`, as
+/// [`serve`](super::serve) does), the idlest one closed to make room when full; an upgrade
+/// over a limit gets `503 Service Unavailable`. Clones share their connection count.
+///
 /// ```
 /// use gotalk::ws::{Endpoint, OriginPolicy};
 /// use gotalk::Config;
 ///
-/// let endpoint = Endpoint::new(Config::new()).origin(OriginPolicy::SameHost);
+/// let endpoint = Endpoint::new(Config::new())
+///     .origin(OriginPolicy::SameHost)
+///     .max_connections(2_000)
+///     .max_connections_per_address(Some(20));
 /// let router: gotalk::ws::axum::Router = endpoint.router("/gotalk/");
 /// # let _ = router;
 /// ```
@@ -164,18 +177,37 @@ pub struct Endpoint {
     config: Config,
     origin: OriginPolicy,
     serve_js: bool,
-    limit: Option<Arc<Semaphore>>,
+    options: ServerOptions,
+    slots: Arc<Slots>,
 }
 
 impl Endpoint {
     /// An endpoint that serves every connection with `config`.
     pub fn new(config: Config) -> Endpoint {
+        let options = ServerOptions::default();
         Endpoint {
             config,
             origin: OriginPolicy::Any,
             serve_js: true,
-            limit: None,
+            slots: endpoint_slots(&options),
+            options,
         }
+    }
+
+    /// Takes the connection limits of `options` ([`ServerOptions::max_connections`],
+    /// [`max_connections_per_address`](ServerOptions::max_connections_per_address),
+    /// [`evict_idle_after`](ServerOptions::evict_idle_after)) and its
+    /// [`ws_message_allowance`](ServerOptions::ws_message_allowance). Its HTTP limits belong
+    /// to the HTTP server: see [`serve`](super::serve).
+    pub fn options(mut self, options: &ServerOptions) -> Endpoint {
+        self.options = options.clone();
+        self.slots = endpoint_slots(&self.options);
+        self
+    }
+
+    fn with_options(self, f: impl FnOnce(ServerOptions) -> ServerOptions) -> Endpoint {
+        let options = f(self.options.clone());
+        self.options(&options)
     }
 
     /// Which pages may connect (default [`OriginPolicy::Any`]).
@@ -190,15 +222,47 @@ impl Endpoint {
         self
     }
 
-    /// Most connections served at once; further upgrades get `503 Service Unavailable`.
-    pub fn max_connections(mut self, n: usize) -> Endpoint {
-        self.limit = Some(Arc::new(Semaphore::new(n.max(1))));
-        self
+    /// Most connections served at once (default 10 000; see
+    /// [`ServerOptions::max_connections`]).
+    pub fn max_connections(self, n: usize) -> Endpoint {
+        self.with_options(|o| o.max_connections(n))
+    }
+
+    /// Most connections from one peer address (default 256; see
+    /// [`ServerOptions::max_connections_per_address`]).
+    pub fn max_connections_per_address(self, n: Option<usize>) -> Endpoint {
+        self.with_options(|o| o.max_connections_per_address(n))
+    }
+
+    /// How idle a connection must be to make room for a new one when the endpoint is full
+    /// (default 5 s; see [`ServerOptions::evict_idle_after`]).
+    pub fn evict_idle_after(self, idle: Option<std::time::Duration>) -> Endpoint {
+        self.with_options(|o| o.evict_idle_after(idle))
+    }
+
+    /// Bytes a WebSocket message may carry beyond the payload limit (default 64 KiB; see
+    /// [`ServerOptions::ws_message_allowance`]).
+    pub fn message_allowance(self, bytes: usize) -> Endpoint {
+        self.with_options(|o| o.ws_message_allowance(bytes))
     }
 
     /// The configuration every connection gets.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The connections open right now.
+    pub fn connections(&self) -> Vec<Sock> {
+        self.slots.connections()
+    }
+
+    /// How many connections are open right now.
+    pub fn connection_count(&self) -> usize {
+        self.slots.count()
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<Slots> {
+        &self.slots
     }
 
     /// An axum router with the endpoint at `mount` (e.g. `/gotalk/`, which also answers at
@@ -266,32 +330,30 @@ impl Endpoint {
             tracing::debug!(origin = ?info.origin(), "WebSocket refused by the origin policy");
             return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
         }
-        let permit = match &self.limit {
-            None => None,
-            Some(limit) => match limit.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n")
-                        .into_response()
-                }
-            },
+        let slot = match self.slots.admit(info.peer_addr.map(|a| a.ip())) {
+            Ok(slot) => slot,
+            Err(why) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+            }
         };
-        let max = max_message_size(&self.config);
+        let max = max_message_size(&self.config, self.options.ws_message_allowance);
         ws.max_message_size(max)
             .max_frame_size(max)
             .read_buffer_size(READ_BUFFER)
             .on_upgrade(move |socket| async move {
                 let peer = info.peer_addr.map(|a| a.to_string());
-                match adopt(socket, &self.config, peer, info).await {
-                    Ok(sock) => {
-                        if let Some(p) = permit {
-                            sock.hold_until_closed(Box::new(p));
-                        }
-                    }
-                    Err(e) => tracing::debug!("gotalk handshake over WebSocket failed: {e}"),
+                let config = self.slots.config_for(slot, &self.config);
+                if let Err(e) = adopt(socket, &config, peer, info).await {
+                    tracing::debug!("gotalk handshake over WebSocket failed: {e}");
                 }
             })
     }
+}
+
+fn endpoint_slots(options: &ServerOptions) -> Arc<Slots> {
+    let slots = Slots::new(SlotLimits::of(options));
+    slots.set_name("WebSocket endpoint".into());
+    slots
 }
 
 /// `/gotalk` and `gotalk/` become `/gotalk/`.
@@ -353,11 +415,13 @@ async fn adopt(
 }
 
 /// Runs an endpoint on its own for [`crate::Server`]: binds `url`'s `host:port` and serves the
-/// endpoint at `url`'s path until `stop` turns true; then sets `done`. Returns the address
-/// bound (with the real port).
+/// endpoint at `url`'s path with [`serve`](super::serve) and the HTTP limits of `options`
+/// until `stop` turns true; then sets `done` once its HTTP connections have closed. Returns
+/// the address bound (with the real port).
 pub(crate) async fn listen(
     url: &str,
     endpoint: Endpoint,
+    options: &ServerOptions,
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) -> Result<Addr> {
@@ -380,16 +444,11 @@ pub(crate) async fn listen(
     let listener = tokio::net::TcpListener::bind(authority).await?;
     let local = listener.local_addr()?;
     let router: Router = endpoint.router(&mount);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let serve = super::serve::serve(listener, router)
+        .options(options)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     tokio::spawn(async move {
         if let Err(e) = serve.await {
             tracing::warn!("WebSocket server stopped: {e}");
@@ -397,6 +456,15 @@ pub(crate) async fn listen(
         done.send_replace(true);
     });
     Ok(Addr::WebSocket(format!("ws://{local}{mount}")))
+}
+
+impl Sock {
+    /// For a connection accepted by a WebSocket [`Endpoint`]: the HTTP request it was upgraded
+    /// from (URI, headers such as `Origin`, `Cookie` or `User-Agent`, and the peer's address).
+    /// `None` for other connections.
+    pub fn ws_request(&self) -> Option<&WsRequest> {
+        self.transport_info::<WsRequest>()
+    }
 }
 
 #[cfg(test)]

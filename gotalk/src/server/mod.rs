@@ -1,9 +1,14 @@
 //! [`Server`]: accepts connections on a listener and serves each with a [`Sock`].
 //!
 //! Every accepted connection gets a copy of the server's [`Config`] (handlers, limits,
-//! heartbeats, callbacks). The accept loop runs in the background from [`Server::bind`] on;
-//! [`Server::shutdown`] stops accepting, lets requests in progress finish within a grace period,
-//! then closes every connection.
+//! heartbeats, callbacks). The accept loop runs in the background from [`Server::bind`] on,
+//! for as long as the [`Server`] value lives; [`Server::shutdown`] stops accepting, lets
+//! requests in progress finish within a grace period, then closes every connection.
+//!
+//! How many connections it holds, and how many one peer address may hold, is set by
+//! [`ServerOptions`]. Every connection is accepted at once: one over a limit is closed right
+//! away (and logged), never left waiting in the listen backlog; when the server is full, its
+//! idlest connection is closed to make room (see [`ServerOptions::evict_idle_after`]).
 //!
 //! ```no_run
 //! # async fn run() -> gotalk::Result<()> {
@@ -17,37 +22,43 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::Result;
+use crate::limits::drain;
 use crate::sock::Sock;
 use crate::transport;
 
-#[derive(Default)]
-struct Registry {
-    socks: Mutex<HashMap<usize, Sock>>,
-}
+pub(crate) mod options;
+pub(crate) mod slots;
 
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Sock>> {
-        self.socks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub use options::{
+    ServerOptions, DEFAULT_EVICT_IDLE_AFTER, DEFAULT_HTTP_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_HTTP_CONNECTIONS,
+    DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS, DEFAULT_WS_MESSAGE_ALLOWANCE,
+};
+use slots::{SlotLimits, Slots};
 
 /// A listening gotalk server. See the [module docs](self).
+///
+/// **Keep it**: dropping a `Server` stops its listener (connections already open are served
+/// on until they close). A listener tied to a value ends with it, as a `TcpListener` does, so
+/// a test or a component that is done with a server cannot leave it listening by mistake;
+/// call [`Server::shutdown`] to close the open connections too.
+#[must_use = "dropping a Server stops its listener; keep it for as long as it should serve"]
 pub struct Server {
     local_addr: Addr,
-    registry: Arc<Registry>,
+    slots: Arc<Slots>,
     stop: watch::Sender<bool>,
     accept_done: watch::Receiver<bool>,
     unix_path: Option<PathBuf>,
@@ -77,35 +88,22 @@ enum Listener {
     Unix(UnixListener),
 }
 
-/// Options of the accept loop itself (beyond the per-connection [`Config`]).
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Most connections served at once; further connections wait in the listen backlog.
-    pub max_connections: usize,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            max_connections: 10_000,
-        }
-    }
-}
-
 impl Server {
     /// Binds `addr` (`tcp://host:port`, `host:port` or `unix:///path`) and starts accepting
-    /// connections in the background. Use port 0 to pick a free port; [`Server::local_addr`]
-    /// tells which.
+    /// connections in the background, with the [`ServerOptions`] defaults. Use port 0 to pick
+    /// a free port; [`Server::local_addr`] tells which. Serves until the `Server` is dropped
+    /// or shut down.
     ///
     /// With the `websocket` feature, `ws://host:port/path` serves a WebSocket
     /// [`Endpoint`](crate::ws::Endpoint) at `path` (and `gotalk.js` beside it) on its own HTTP
-    /// server; to add pages of your own, merge [`Endpoint::router`](crate::ws::Endpoint::router)
-    /// into your axum application instead.
+    /// server ([`ws::serve`](crate::ws::serve)); to add pages of your own, merge
+    /// [`Endpoint::router`](crate::ws::Endpoint::router) into your axum application and serve
+    /// it with [`ws::serve`](crate::ws::serve).
     pub async fn bind(addr: &str, config: Config) -> Result<Server> {
         Server::bind_with(addr, config, ServerOptions::default()).await
     }
 
-    /// Like [`Server::bind`], with options for the accept loop.
+    /// Like [`Server::bind`], with options for the server as a whole.
     pub async fn bind_with(addr: &str, config: Config, options: ServerOptions) -> Result<Server> {
         Server::start(addr, config, options, None).await
     }
@@ -123,7 +121,7 @@ impl Server {
         Server::bind_tls_with(addr, config, tls, ServerOptions::default()).await
     }
 
-    /// Like [`Server::bind_tls`], with options for the accept loop.
+    /// Like [`Server::bind_tls`], with options for the server as a whole.
     #[cfg(feature = "tls")]
     pub async fn bind_tls_with(
         addr: &str,
@@ -178,18 +176,18 @@ impl Server {
             (Some(_), Addr::Tcp(hp)) => Addr::Tls(hp),
             (_, a) => a,
         };
-        let registry = Arc::new(Registry::default());
+        let slots = Slots::new(SlotLimits::of(&options));
+        slots.set_name(local_addr.to_string());
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, accept_done) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-        let config = tracked(config, registry.clone());
+        let accepting = slots.clone();
         tokio::spawn(async move {
-            accept_loop(listener, config, stop_rx, limit, tls).await;
+            accept_loop(listener, config, stop_rx, accepting, tls).await;
             done_tx.send_replace(true);
         });
         Ok(Server {
             local_addr,
-            registry,
+            slots,
             stop,
             accept_done,
             unix_path,
@@ -198,15 +196,15 @@ impl Server {
 
     #[cfg(feature = "websocket")]
     async fn start_ws(url: &str, config: Config, options: ServerOptions) -> Result<Server> {
-        let registry = Arc::new(Registry::default());
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, accept_done) = watch::channel(false);
-        let endpoint = transport::ws::Endpoint::new(tracked(config, registry.clone()))
-            .max_connections(options.max_connections);
-        let local_addr = transport::ws::listen(url, endpoint, stop_rx, done_tx).await?;
+        let endpoint = transport::ws::Endpoint::new(config).options(&options);
+        let slots = endpoint.slots().clone();
+        let local_addr = transport::ws::listen(url, endpoint, &options, stop_rx, done_tx).await?;
+        slots.set_name(local_addr.to_string());
         Ok(Server {
             local_addr,
-            registry,
+            slots,
             stop,
             accept_done,
             unix_path: None,
@@ -218,14 +216,14 @@ impl Server {
         &self.local_addr
     }
 
-    /// The connections open right now.
+    /// The connections open right now (their handshake done).
     pub fn connections(&self) -> Vec<Sock> {
-        self.registry.lock().values().cloned().collect()
+        self.slots.connections()
     }
 
-    /// How many connections are open right now.
+    /// How many connections are open right now (their handshake done).
     pub fn connection_count(&self) -> usize {
-        self.registry.lock().len()
+        self.slots.count()
     }
 
     /// Stops accepting new connections; open connections are left alone.
@@ -234,7 +232,8 @@ impl Server {
     }
 
     /// Graceful shutdown: stops accepting, waits up to `grace` for requests in progress on every
-    /// connection to be answered, then closes every connection (flushing what was queued).
+    /// connection to be answered, then closes every connection (flushing what was queued) and
+    /// waits (a little) for them to be closed.
     pub async fn shutdown(&self, grace: Duration) {
         self.stop_accepting();
         let mut done = self.accept_done.clone();
@@ -242,76 +241,68 @@ impl Server {
         if let Some(p) = &self.unix_path {
             let _ = std::fs::remove_file(p);
         }
-        let deadline = Instant::now() + grace;
+        let _ = tokio::time::timeout(grace, self.requests_done()).await;
+        let socks = self.slots.close_all();
+        // Each closing connection flushes what it has queued, within its own write timeout;
+        // the wait here is only so that callers usually find everything closed.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.until_empty()).await;
+        drop(socks);
+    }
+
+    /// Returns once no open connection has a request of its peer in progress.
+    async fn requests_done(&self) {
+        let _waiting = drain::Waiting::start();
         loop {
+            let idle = drain::IDLE.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
             let busy = self
+                .slots
                 .connections()
                 .iter()
                 .any(|s| s.requests_in_progress() > 0);
-            if !busy || Instant::now() >= deadline {
-                break;
+            if !busy {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let socks = self.connections();
-        for s in &socks {
-            s.close();
-        }
-        for s in &socks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.closed()).await;
+            idle.await;
         }
     }
 }
 
-/// Wraps the user's callbacks so the registry learns about every connection that opens and
-/// closes.
-fn tracked(config: Config, registry: Arc<Registry>) -> Config {
-    let user_open = config.callbacks.open.clone();
-    let user_close = config.callbacks.close.clone();
-    let reg_open = registry.clone();
-    config
-        .on_open(move |sock| {
-            reg_open.lock().insert(sock.key(), sock.clone());
-            if sock.is_closed() {
-                reg_open.lock().remove(&sock.key());
-            }
-            if let Some(cb) = &user_open {
-                cb(sock);
-            }
-        })
-        .on_close(move |sock, reason| {
-            registry.lock().remove(&sock.key());
-            if let Some(cb) = &user_close {
-                cb(sock, reason);
-            }
-        })
-}
+/// How long the accept loop pauses after an error other than running out of descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 async fn accept_loop(
     listener: Listener,
     config: Config,
     mut stop: watch::Receiver<bool>,
-    limit: Arc<Semaphore>,
+    slots: Arc<Slots>,
     tls: Option<Tls>,
 ) {
+    let mut last_error_log: Option<Instant> = None;
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             a = accept(&listener) => a,
         };
-        let conn = match accepted {
+        let (conn, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors and similar: back off instead of spinning, and do
+                // not flood the log while it lasts.
+                if last_error_log.map_or(true, |at| at.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!("accept failed: {e}");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
-        let config = config.clone();
+        // Refused: dropped, which closes it at once (the refusal is logged by `admit`).
+        let Ok(slot) = slots.admit(peer) else {
+            continue;
+        };
+        let config = slots.config_for(slot, &config);
         let tls = tls.clone();
         tokio::spawn(async move {
             let _ = &tls; // unused without the `tls` feature
@@ -324,9 +315,8 @@ async fn accept_loop(
                 Conn::Tcp(s) => transport::tcp::adopt(s, &config).await,
                 Conn::Unix(s) => transport::unix::adopt(s, &config, Some("unix".into())).await,
             };
-            match res {
-                Ok(sock) => sock.hold_until_closed(Box::new(permit)),
-                Err(e) => tracing::debug!("handshake failed: {e}"),
+            if let Err(e) = res {
+                tracing::debug!("handshake failed: {e}");
             }
         });
     }
@@ -337,9 +327,12 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(l: &Listener) -> std::io::Result<Conn> {
+async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
     Ok(match l {
-        Listener::Tcp(l) => Conn::Tcp(l.accept().await?.0),
-        Listener::Unix(l) => Conn::Unix(l.accept().await?.0),
+        Listener::Tcp(l) => {
+            let (s, a) = l.accept().await?;
+            (Conn::Tcp(s), Some(a.ip()))
+        }
+        Listener::Unix(l) => (Conn::Unix(l.accept().await?.0), None),
     })
 }

@@ -1,47 +1,21 @@
-//! TLS over TCP through rustls (cargo feature `tls`, on by default).
-//!
-//! A client connects to a `tls://host:port` address with [`crate::connect_with`]; the TLS
-//! settings travel in [`Config::tls`] (without them the Mozilla root certificates of
-//! `webpki-roots` are trusted). A server is started with [`crate::Server::bind_tls`] and a
-//! [`TlsServerConfig`] loaded from PEM files, optionally verifying client certificates.
-//!
-//! ```no_run
-//! # async fn run() -> gotalk::Result<()> {
-//! use gotalk::transport::tls::{ClientAuth, TlsClientConfig, TlsServerConfig};
-//! use gotalk::{Config, Server};
-//!
-//! // Server: a certificate chain and its key; clients must show a certificate signed by ca.pem.
-//! let tls = TlsServerConfig::from_pem_files("server.pem", "server.key")?
-//!     .client_auth(ClientAuth::required_from_pem_file("ca.pem")?);
-//! let server = Server::bind_tls("127.0.0.1:8443", Config::new(), tls).await?;
-//!
-//! // Client: trust only our own CA, and present a client certificate.
-//! let tls = TlsClientConfig::new()
-//!     .trust_only_pem_file("ca.pem")?
-//!     .client_cert_pem_files("client.pem", "client.key")?;
-//! let sock = gotalk::connect_with("tls://localhost:8443", &Config::new().tls(tls)).await?;
-//! # let _ = (server, sock); Ok(()) }
-//! ```
+//! TLS settings: certificates and keys from PEM, what a server asks of its clients
+//! ([`ClientAuth`]), and the configurations of a server ([`TlsServerConfig`]) and a client
+//! ([`TlsClientConfig`]). Connecting and accepting are in `connect.rs`.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sock::Sock;
 
-/// The rustls crate this module is built on, for callers who need its full configuration.
-pub use tokio_rustls::rustls;
-
-fn tls_err(what: impl fmt::Display) -> Error {
+pub(super) fn tls_err(what: impl fmt::Display) -> Error {
     Error::Tls(what.to_string())
 }
 
@@ -245,23 +219,6 @@ impl TlsServerConfig {
     }
 }
 
-/// Performs the server side of the TLS handshake on an accepted TCP connection, then serves
-/// gotalk over it.
-pub async fn accept(stream: TcpStream, acceptor: &TlsAcceptor, config: &Config) -> Result<Sock> {
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let tls = tokio::time::timeout(config.limits.handshake_wait(), acceptor.accept(stream))
-        .await
-        .map_err(|_| Error::Timeout("TLS handshake"))?
-        .map_err(|e| {
-            tls_err(format!(
-                "handshake with {} failed: {e}",
-                peer.as_deref().unwrap_or("client")
-            ))
-        })?;
-    Sock::adopt(tls, config, peer).await
-}
-
 // ---- client ---------------------------------------------------------------------------------
 
 /// TLS settings of a client: which certificate authorities to trust, an optional client
@@ -363,6 +320,11 @@ impl TlsClientConfig {
         self
     }
 
+    /// The name given with [`TlsClientConfig::server_name`], if any.
+    pub(super) fn name_override(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
     /// The rustls configuration.
     pub fn build(&self) -> Result<Arc<ClientConfig>> {
         if let Some(c) = &self.custom {
@@ -383,51 +345,4 @@ impl TlsClientConfig {
         };
         Ok(Arc::new(config))
     }
-}
-
-/// The host part of `host:port` (without the brackets of an IPv6 address).
-fn host_of(host_port: &str) -> &str {
-    let host = host_port
-        .rsplit_once(':')
-        .map_or(host_port, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-/// Connects to `host:port` over TCP, performs the TLS handshake with the settings of
-/// [`Config::tls`] (or the defaults of [`TlsClientConfig::new`]) and starts serving gotalk.
-pub async fn connect(host_port: &str, config: &Config) -> Result<Sock> {
-    let tls = config.tls.as_ref().cloned().unwrap_or_default();
-    let name = tls
-        .server_name
-        .clone()
-        .unwrap_or_else(|| host_of(host_port).to_owned());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|e| tls_err(format!("{name:?} is not a valid TLS server name: {e}")))?;
-    let connector = TlsConnector::from(tls.build()?);
-    let stream = TcpStream::connect(host_port).await?;
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let stream = tokio::time::timeout(
-        config.limits.handshake_wait(),
-        connector.connect(server_name, stream),
-    )
-    .await
-    .map_err(|_| Error::Timeout("TLS handshake"))?
-    .map_err(|e| {
-        let hint = match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            Some(rustls::Error::InvalidCertificate(_)) => {
-                "; the server's certificate is not trusted for this name: trust its CA \
-                 (TlsClientConfig::trust_only_pem_file, gotalk --cacert) or check the host name"
-            }
-            Some(rustls::Error::AlertReceived(_)) => {
-                "; the server refused the handshake (does it require a client certificate?)"
-            }
-            _ => "",
-        };
-        tls_err(format!("handshake with {host_port} failed: {e}{hint}"))
-    })?;
-    Sock::adopt(stream, config, peer).await
 }
