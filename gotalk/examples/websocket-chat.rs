@@ -3,10 +3,18 @@
 //! things through requests of its own — each page's name when it connects, and, when someone
 //! clicks "Who is typing?", every page's typing status.
 //!
+//! The room is a [`gotalk::rooms::Hub`] room. With `--redis`, several processes share it
+//! through Redis (feature `redis`): pages on one process see messages from pages on the
+//! others, and each process keeps the history of all of them. The member list and "who is
+//! typing" are each process's own pages.
+//!
 //! ```text
 //! cargo run --example websocket-chat               # then open the URL it prints, in 2+ tabs
 //! cargo run --example websocket-chat -- --addr 127.0.0.1:8080
 //! cargo run --example websocket-chat -- --check    # self-test with two Rust clients, then exit
+//! # two processes, one chat (needs a Redis):
+//! cargo run --example websocket-chat --features redis -- --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
+//! cargo run --example websocket-chat --features redis -- --addr 127.0.0.1:8082 --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! | direction | kind | name | payload |
@@ -30,6 +38,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gotalk::rooms::{Hub, HubBuilder};
 use gotalk::ts_rs::TS;
 use gotalk::ws::axum::http::header;
 use gotalk::ws::axum::{response::Html, routing::get, Router};
@@ -38,6 +47,8 @@ use gotalk::{Config, HandlerError, Handlers, Notification, Sock};
 use serde::{Deserialize, Serialize};
 
 const HISTORY: usize = 100;
+/// The hub's room every page is in.
+const ROOM: &str = "chat";
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Serialize, Deserialize, TS, Clone, Debug, PartialEq)]
@@ -108,15 +119,49 @@ struct Room {
     history: VecDeque<Line>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Chat {
     room: Arc<Mutex<Room>>,
+    hub: Hub,
     guests: Arc<AtomicU32>,
 }
 
+fn lock(room: &Mutex<Room>) -> std::sync::MutexGuard<'_, Room> {
+    room.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remember(room: &Mutex<Room>, line: Line) {
+    let mut room = lock(room);
+    if room.history.len() == HISTORY {
+        room.history.pop_front();
+    }
+    room.history.push_back(line);
+}
+
 impl Chat {
+    /// A chat whose hub is built by `hub` (with an adapter, to span processes).
+    fn new(hub: HubBuilder) -> gotalk::Result<Chat> {
+        let room = Arc::new(Mutex::new(Room::default()));
+        let r = room.clone();
+        // Lines said on other processes go into this one's history too.
+        let hub = hub
+            .on_remote(move |_, n| {
+                if n.name() == "message" {
+                    if let Ok(line) = serde_json::from_slice::<Line>(n.payload()) {
+                        remember(&r, line);
+                    }
+                }
+            })
+            .build()?;
+        Ok(Chat {
+            room,
+            hub,
+            guests: Arc::default(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Room> {
-        self.room.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.room)
     }
 
     fn name_of(&self, sock: &Sock) -> Option<String> {
@@ -127,23 +172,23 @@ impl Chat {
             .map(|m| m.name.clone())
     }
 
-    /// Sends notification `name` to every member: encoded once, and queued without waiting
-    /// (not under the room's lock: a write that fails closes its connection, whose `on_close`
-    /// takes the lock). A member that does not read misses what does not fit in its write
-    /// queue rather than holding up everyone; the write timeout closes it in the end.
+    /// Sends notification `name` to every page, on every process: encoded once, queued on
+    /// each page's connection without waiting. A page that does not read misses what does not
+    /// fit in its write queue rather than holding up everyone (the hub's default policy); the
+    /// write timeout closes it in the end.
     fn broadcast<T: Serialize>(&self, name: &str, value: &T) {
-        let socks: Vec<Sock> = self.lock().members.iter().map(|m| m.sock.clone()).collect();
-        let n = Notification::json(name, value).expect("serializable");
-        for s in socks {
-            // A member that just left, or is full, is not an error for the others.
-            let _ = s.try_notify(&n);
-        }
+        let _ = self
+            .hub
+            .to(ROOM)
+            .send(&Notification::json(name, value).expect("serializable"));
     }
 
+    /// This process's pages, to this process's pages.
     fn broadcast_members(&self) {
         let names: Vec<String> = self.lock().members.iter().map(|m| m.name.clone()).collect();
-        // ChatPage's `members`, encoded once for everyone.
-        self.broadcast("members", &names);
+        // ChatPage's `members`, encoded once for everyone on this process.
+        let n = Notification::json("members", &names).expect("serializable");
+        let _ = self.hub.to(ROOM).local().send(&n);
     }
 
     /// A new page: ask it for its name, then let everyone know.
@@ -167,7 +212,8 @@ impl Chat {
                 n += 1;
                 name = format!("{base} ({n})");
             }
-            if sock.is_closed() {
+            // Fails if the page has gone meanwhile (its on_close has run, or never will).
+            if self.hub.join(&sock, ROOM).is_err() {
                 return;
             }
             room.members.push(Member {
@@ -203,13 +249,7 @@ impl Chat {
             from: from.to_owned(),
             text: text.to_owned(),
         };
-        {
-            let mut room = self.lock();
-            if room.history.len() == HISTORY {
-                room.history.pop_front();
-            }
-            room.history.push_back(line.clone());
-        }
+        remember(&self.room, line.clone());
         // ChatPage's `message`, encoded once for everyone.
         self.broadcast("message", &line);
     }
@@ -302,10 +342,13 @@ fn app(chat: &Chat) -> Router {
         )
 }
 
-async fn serve(addr: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+async fn serve(
+    addr: &str,
+    hub: HubBuilder,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = app(&Chat::default());
+    let app = app(&Chat::new(hub)?);
     let task = tokio::spawn(async move {
         if let Err(e) = gotalk::ws::serve(listener, app).await {
             eprintln!("server failed: {e}");
@@ -381,7 +424,7 @@ async fn wait_for(
 }
 
 async fn check() -> Result<(), Box<dyn std::error::Error>> {
-    let (addr, task) = serve("127.0.0.1:0").await?;
+    let (addr, task) = serve("127.0.0.1:0", Hub::builder()).await?;
     let url = format!("ws://{addr}/gotalk/");
     let (alice, mut alice_rx) = fake_page(&url, "alice", true).await?;
     wait_for(&mut alice_rx, "welcome", |v| v["name"] == "alice").await?;
@@ -426,18 +469,35 @@ async fn check() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+#[cfg(feature = "redis")]
+fn with_redis(url: &str) -> gotalk::Result<HubBuilder> {
+    println!("sharing the chat with other processes through {url}");
+    Ok(Hub::builder().adapter(gotalk::rooms::RedisAdapter::new(url)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn with_redis(_url: &str) -> Result<HubBuilder, Box<dyn std::error::Error>> {
+    Err("--redis needs the example built with --features redis".into())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--check") {
         return check().await;
     }
-    let addr = args
-        .iter()
-        .position(|a| a == "--addr")
-        .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:1236", String::as_str);
-    let (local, task) = serve(addr).await?;
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let addr = value("--addr").unwrap_or("127.0.0.1:1236");
+    let hub = match value("--redis") {
+        None => Hub::builder(),
+        Some(url) => with_redis(url)?,
+    };
+    let (local, task) = serve(addr, hub).await?;
     println!("open http://{local}/ in two or more browser tabs (Ctrl-C to stop)");
     task.await?;
     Ok(())

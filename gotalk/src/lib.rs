@@ -114,6 +114,7 @@
 //! | [`service`](mod@service) | typed services: what [`service`](macro@service) generates code against ([`service::Caller`], [`service::Parts`], [`service::CallError`]) |
 //! | [`typescript`] | the TypeScript module of typed services (feature `typescript`), types by [`ts_rs`] |
 //! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
+//! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait and `RedisAdapter` (feature `redis`) across processes |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
 //! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
@@ -147,6 +148,7 @@ mod notification;
 mod outbox;
 mod parts;
 mod pending;
+pub mod rooms;
 pub mod server;
 pub mod service;
 pub mod sock;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks are not tests: this only checks that the criterion benches compile and that the
-# matrix runs end to end (bench/matrix.sh --smoke). No timing is asserted.
+# Benchmarks are not tests: this only checks that the criterion benches compile, that the
+# matrix runs end to end (bench/matrix.sh --smoke) and that rooms-bench runs. No timing is asserted.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 passed=0
@@ -29,6 +29,13 @@ for p in a f; do
   check "matrix --external point ($p) has figures" \
     grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [^|]*\| [0-9.]+ \| [0-9.]+ \|" "$out"
 done
+# Rooms: a small fan-out (hub and hand loops) and cross-process latency through a redis-server
+# that rooms-bench starts itself; each must print its RESULT line.
+check "rooms-bench builds" cargo build --release -q -p gotalk-bench --bin rooms-bench
+check "rooms-bench fanout smoke" bash -c "timeout 120 target/release/rooms-bench --mode fanout \
+  --members 50 --broadcasts 20 --rounds 1 | tee '$out' | grep -Eq '^RESULT mode=fanout .*hub_per_s=[0-9]+'"
+check "rooms-bench latency smoke" bash -c "timeout 120 target/release/rooms-bench --mode latency \
+  --count 50 --interval-us 2000 | tee '$out' | grep -Eq '^RESULT mode=latency count=50 p50_us=[0-9]+'"
 rm -f "$out"
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 # the Rust WebSocket server (examples websocket-test-server, websocket-chat, websocket-minimal)
 # and the demo (`gotalk serve`).
 # Installs what it needs: Debian's chromium when /usr/bin/chromium is missing, npm packages.
+# rooms.test.js starts its own redis-server (scripts/test installs Debian's package).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -29,7 +30,7 @@ fi
 
 cd "$ROOT"
 echo "building the test servers"
-if ! cargo build --release -q -p gotalk --example websocket-test-server --example websocket-chat \
+if ! cargo build --release -q -p gotalk --features redis --example websocket-test-server --example websocket-chat \
     --example websocket-minimal --example typed-web || ! cargo build --release -q -p gotalk-cli --bin gotalk; then
   echo "cargo build failed"; result 0 1 1
 fi

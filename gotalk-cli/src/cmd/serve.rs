@@ -26,14 +26,19 @@ use gotalk::{CloseReason, Config, Handlers, Limits, Server, Sock};
 use self::chat::Chat;
 use self::service::{ChatIn, ChatMsg, Demo, DemoServer, GreetIn, GreetOut, Typing};
 use super::{err_line, fail, interrupted, out_line, CmdResult};
+use gotalk::rooms::{Hub, RedisAdapter};
 
 const HELP: &str = "\
 Browsers: pages served by this server may open WebSockets to it; pages of other origins get 403
 unless allowed with --allow-origin (or --allow-any-origin). Programs (no Origin header) may always
 connect.
 
-Logging: what the server listens on, refused WebSocket upgrades, disconnected chat members and
-connection errors are logged to stderr at level info. Set RUST_LOG to change it, e.g.
+Several processes, one chat: start each with --redis redis://HOST:PORT (the same Redis, their own
+--http and --tcp); a message posted on one reaches the pages of all. If Redis goes away, each
+process's chat goes on alone and joins the others again when Redis is back (logged).
+
+Logging: what the server listens on, refused WebSocket upgrades, disconnected chat members, Redis
+going away and coming back, and connection errors are logged to stderr at level info. Set RUST_LOG to change it, e.g.
 RUST_LOG=debug (every connection), RUST_LOG=warn (refusals only).";
 
 /// Arguments of `gotalk serve`.
@@ -54,6 +59,10 @@ pub struct ServeArgs {
     /// this server)
     #[arg(long, conflicts_with = "allow_origin")]
     pub allow_any_origin: bool,
+    /// Share the chat with the other `gotalk serve` processes using this Redis
+    /// (redis://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 /// `http://localhost:3000/` becomes `http://localhost:3000`; anything with a path, or without
@@ -231,7 +240,12 @@ const FAVICON: &str = include_str!("serve/favicon.svg");
 
 pub async fn run(a: ServeArgs) -> CmdResult {
     init_logging();
-    let chat = Arc::new(Chat::default());
+    let hub = match &a.redis {
+        None => Hub::builder(),
+        Some(url) => Hub::builder()
+            .adapter(RedisAdapter::new(url).map_err(|e| fail(format!("--redis {url}: {e}")))?),
+    };
+    let chat = Arc::new(Chat::new(hub).map_err(|e| fail(format!("chat: {e}")))?);
     let config = config(chat);
     let tcp = if a.tcp == "off" {
         None
@@ -303,6 +317,10 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         "  web page   http://{http}/   (chat, and an echo/greet console)"
     ));
     out_line(&format!("  WebSocket  ws://{http}/gotalk/"));
+    if let Some(url) = &a.redis {
+        tracing::info!("sharing the chat through {url}");
+        out_line(&format!("  chat       shared through {url}"));
+    }
     let cli_addr = match &tcp_hp {
         Some(hp) => {
             out_line(&format!("  TCP        tcp://{hp}"));

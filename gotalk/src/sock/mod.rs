@@ -98,10 +98,11 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// `heartbeat_load` while the load is computed from the requests in progress.
 const LOAD_AUTO: u32 = u32::MAX;
 
-/// What [`Sock::hold_until_closed`] holds: a value until the connection has fully closed,
-/// then nothing ever again (a value handed over late is dropped at once).
+/// What [`Sock::hold_until_closed`] holds: values until the connection has fully closed (a
+/// server's connection slot, a room hub's membership), then nothing ever again (a value handed
+/// over late is dropped at once).
 pub(super) enum Guard {
-    Open(Option<Box<dyn Any + Send>>),
+    Open(Vec<Box<dyn Any + Send>>),
     Done,
 }
 
@@ -280,7 +281,10 @@ impl Sock {
             return Err(Error::Full);
         }
         s.out.batch().push_encoded(&n.header, &n.payload);
-        let next = s.out.queued(true);
+        // Left to the writer task, never written here: a broadcast to thousands of connections
+        // would make one syscall per member in a row on the sender's thread, where the writer
+        // tasks spread them over every core and gather the notifications that arrive meanwhile.
+        let next = s.out.queued(false);
         drop(guard);
         self.carry_out(next);
         Ok(())
@@ -472,8 +476,13 @@ impl Sock {
     pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
         let mut guard = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
         if let Guard::Open(held) = &mut *guard {
-            *held = Some(value);
+            held.push(value);
         }
+    }
+
+    /// An identifier for this connection, unique among open connections of the process.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Lets go of what [`Sock::hold_until_closed`] holds, for good.

@@ -88,7 +88,7 @@ impl Sock {
                 peer_addr,
                 transport_info,
                 data: parking_lot::Mutex::new(Vec::new()),
-                guard: Mutex::new(Guard::Open(None)),
+                guard: Mutex::new(Guard::Open(Vec::new())),
                 callbacks: config.callbacks.clone(),
                 opened: Instant::now(),
                 peer_heartbeat: AtomicU64::new(0),

@@ -43,8 +43,10 @@ pub struct Typing {
 #[derive(Serialize, Deserialize, TS, Debug, PartialEq)]
 #[ts(crate = "gotalk::ts_rs")]
 pub struct ChatMsg {
-    /// Increases by one per message, from 1 when the server starts.
+    /// Increases by one per message of the process that posted it, from 1 when it starts.
     pub id: u64,
+    /// The process that posted it (16 hex digits): with `--redis`, several share one chat.
+    pub node: String,
     pub name: String,
     pub text: String,
     /// RFC 3339, UTC.
