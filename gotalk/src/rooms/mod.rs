@@ -62,6 +62,8 @@
 //! at most 4095 bytes. Which rooms a peer can make its connection join is the application's
 //! choice: bound it where a peer chooses the room.
 
+mod adapter;
+mod members;
 mod wire;
 
 #[cfg(feature = "redis")]
@@ -75,12 +77,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use self::adapter::Receive;
+pub use self::adapter::{Adapter, AdapterStats, Inbox};
+use self::members::{Garbage, Member, State};
+use crate::error::{Error, Result};
 use crate::frame::{NameTooLong, MAX_NAME_LEN};
-use crate::{Error, Notification, Result, Sock};
+use crate::notification::Notification;
+use crate::sock::Sock;
 
 /// What a broadcast does with a member whose write buffer is full (its peer does not read
 /// fast enough).
@@ -139,76 +145,6 @@ pub struct HubStats {
     pub ignored: u64,
     /// What the adapter says about itself, if the hub has one.
     pub adapter: Option<AdapterStats>,
-}
-
-/// What an [`Adapter`] reports about its link to the other processes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdapterStats {
-    /// Whether it is connected to its engine right now.
-    pub connected: bool,
-    /// Broadcasts sent to the engine.
-    pub published: u64,
-    /// Broadcasts dropped instead (not connected, queue full, or lost with a connection).
-    pub dropped: u64,
-    /// Messages received from the engine.
-    pub received: u64,
-    /// Connection attempts that failed and connections lost.
-    pub failures: u64,
-    /// Connections made again after a failure.
-    pub reconnects: u64,
-}
-
-/// Carries broadcasts between the hubs of several processes: an engine such as Redis pub/sub
-/// (`RedisAdapter`, feature `redis`), NATS or Postgres `LISTEN/NOTIFY`.
-///
-/// The adapter moves opaque messages: the hub encodes each broadcast (with its node id and a
-/// sequence number) and decodes what the adapter delivers. Every hub sharing the engine (and
-/// the adapter's channel) must get every message, its own included; the hub drops its own.
-pub trait Adapter: Send + Sync + fmt::Debug + 'static {
-    /// Starts the adapter: from now on it delivers every message from the engine to `inbox`.
-    /// Called once, by [`HubBuilder::build`], within a Tokio runtime.
-    fn start(&self, inbox: Inbox) -> Result<()>;
-
-    /// Hands `message` to the engine without waiting, in the order of the calls. Returns
-    /// `false` if it was dropped instead (say, while the engine is unreachable); it must never
-    /// block nor hold an unbounded number of messages.
-    fn publish(&self, message: Bytes) -> bool;
-
-    /// What the adapter reports about itself.
-    fn stats(&self) -> AdapterStats;
-}
-
-/// Where an [`Adapter`] delivers the messages it receives: the hub that started it.
-#[derive(Clone)]
-pub struct Inbox {
-    hub: Weak<HubInner>,
-}
-
-impl fmt::Debug for Inbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbox")
-            .field("open", &!self.is_closed())
-            .finish()
-    }
-}
-
-impl Inbox {
-    /// Delivers a message from the engine to the hub's members (synchronously, without
-    /// waiting for any of them). Returns `false` once the hub is gone: the adapter should stop.
-    pub fn deliver(&self, message: &[u8]) -> bool {
-        match self.hub.upgrade() {
-            Some(hub) => {
-                hub.receive(message);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Whether the hub is gone.
-    pub fn is_closed(&self) -> bool {
-        self.hub.strong_count() == 0
-    }
 }
 
 /// Rooms and broadcast over the connections added to it. A cheap handle (an `Arc`): clone it
@@ -311,9 +247,8 @@ impl HubBuilder {
             on_full: self.on_full,
         });
         if let Some(a) = &inner.adapter {
-            a.start(Inbox {
-                hub: Arc::downgrade(&inner),
-            })?;
+            let hub: Arc<dyn Receive> = inner.clone();
+            a.start(Inbox::new(Arc::downgrade(&hub)))?;
         }
         Ok(Hub { inner })
     }
@@ -570,95 +505,6 @@ struct Counters {
     ignored: AtomicU64,
 }
 
-/// Connections and rooms. Member lists are `IndexMap`s keyed by [`Sock::key`]: dense to walk,
-/// O(1) to remove from. A broadcast walks a snapshot (`Arc<[Sock]>`, rebuilt only after the
-/// list changed) outside the lock, so that joining never waits for a broadcast and a callback
-/// run by a member's connection during a broadcast may use the hub.
-#[derive(Default)]
-struct State {
-    members: IndexMap<usize, Member>,
-    all: Option<Arc<[Sock]>>,
-    rooms: HashMap<Arc<str>, Room>,
-}
-
-struct Member {
-    sock: Sock,
-    rooms: Vec<Arc<str>>,
-}
-
-#[derive(Default)]
-struct Room {
-    members: IndexMap<usize, Sock>,
-    snapshot: Option<Arc<[Sock]>>,
-}
-
-/// What the state let go of, dropped once the lock is released: a `Sock` may be the last
-/// handle of its connection, whose drop may run guards that take the lock again.
-#[derive(Default)]
-struct Garbage {
-    socks: Vec<Sock>,
-    snapshots: Vec<Arc<[Sock]>>,
-}
-
-impl State {
-    fn snapshot(&mut self, room: Option<&str>) -> Option<Arc<[Sock]>> {
-        match room {
-            None => Some(
-                self.all
-                    .get_or_insert_with(|| self.members.values().map(|m| m.sock.clone()).collect())
-                    .clone(),
-            ),
-            Some(r) => {
-                let room = self.rooms.get_mut(r)?;
-                Some(
-                    room.snapshot
-                        .get_or_insert_with(|| room.members.values().cloned().collect())
-                        .clone(),
-                )
-            }
-        }
-    }
-
-    fn join_room(&mut self, key: usize, sock: &Sock, room: &str) {
-        let State { members, rooms, .. } = self;
-        let m = members.get_mut(&key).expect("added before joining");
-        if m.rooms.iter().any(|r| &**r == room) {
-            return;
-        }
-        let name = match rooms.get_key_value(room) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(room),
-        };
-        m.rooms.push(name.clone());
-        let r = rooms.entry(name).or_default();
-        r.members.insert(key, sock.clone());
-        r.snapshot = None;
-    }
-
-    fn leave_room(&mut self, room: &str, key: usize, garbage: &mut Garbage) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        garbage.socks.extend(r.members.swap_remove(&key));
-        garbage.snapshots.extend(r.snapshot.take());
-        if r.members.is_empty() {
-            self.rooms.remove(room);
-        }
-    }
-
-    /// Removes a connection that closed.
-    fn remove(&mut self, key: usize, garbage: &mut Garbage) {
-        let Some(m) = self.members.swap_remove(&key) else {
-            return;
-        };
-        for name in &m.rooms {
-            self.leave_room(name, key, garbage);
-        }
-        garbage.socks.push(m.sock);
-        garbage.snapshots.extend(self.all.take());
-    }
-}
-
 impl HubInner {
     /// Queues `n` on every local member of `room` (every connection with `None`) but
     /// `except`, applying the overflow policy.
@@ -734,7 +580,7 @@ impl HubInner {
     }
 
     /// A message from the adapter: another hub's broadcast, delivered to our members.
-    fn receive(&self, message: &[u8]) {
+    fn receive_message(&self, message: &[u8]) {
         let e = match wire::decode(message) {
             Ok(e) => e,
             Err(err) => {
@@ -801,5 +647,11 @@ impl Drop for Membership {
         if let Some(hub) = self.hub.upgrade() {
             hub.forget(self.key);
         }
+    }
+}
+
+impl Receive for HubInner {
+    fn receive(&self, message: &[u8]) {
+        self.receive_message(message);
     }
 }

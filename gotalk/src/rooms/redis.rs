@@ -12,8 +12,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Msg, ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::{watch, Notify};
 
-use super::{Adapter, AdapterStats, Inbox};
-use crate::{Error, Result};
+use super::adapter::{Adapter, AdapterStats, Inbox};
+use crate::error::{Error, Result};
 
 /// Carries a [`super::Hub`]'s broadcasts to the hubs of other processes through Redis pub/sub
 /// (feature `redis`), and theirs to it.

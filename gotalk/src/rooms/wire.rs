@@ -13,7 +13,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::frame::MAX_NAME_LEN;
-use crate::Notification;
+use crate::notification::Notification;
 
 const VERSION: u8 = 1;
 
