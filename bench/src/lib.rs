@@ -8,7 +8,10 @@
 //! - the end-to-end echo matrix: [`echo-server`](../src/bin/echo-server.rs) and
 //!   [`load-gen`](../src/bin/load-gen.rs) run as separate processes on loopback, and
 //!   [`matrix`](../src/bin/matrix.rs) (started by `bench/matrix.sh`) runs every point against
-//!   gotalk and against the *floor* and prints a markdown table with ratios.
+//!   gotalk and against the *floor* and prints a markdown table with ratios;
+//! - [`rooms-bench`](../src/bin/rooms-bench.rs): rooms and broadcast — fan-out to 1,000 and
+//!   10,000 connections through `gotalk::rooms::Hub` against hand-written loops, memory per
+//!   room member, and cross-process latency through a local Redis.
 //!
 //! The **floor** ([`floor`]) is the least any RPC over one TCP connection can cost: a minimal
 //! tokio echo of length-prefixed frames (4-byte big-endian length, then the payload), pipelined

@@ -1,6 +1,6 @@
 //! `gotalk serve` (the demo) as an attacker and as a developer meet it: which pages may open a
-//! WebSocket, what it logs, the chat's `chat/typing`, the page without TCP, and a chat whose
-//! members do not read.
+//! WebSocket, what it logs, the chat's `chat/typing`, the page without TCP, a chat whose
+//! members do not read, and two demos sharing the chat through a real redis-server.
 
 mod common;
 
@@ -458,17 +458,17 @@ const IN_FLIGHT: usize = 16;
 ///
 /// - a `chat/msg` of this test is at most `MSG` = 2,200 bytes on the wire (2,000 bytes of
 ///   text, the name, id, time and header);
-/// - a member that does not read misses messages once `WRITE_QUEUE` = 64 messages wait for
-///   it: further messages skip it. It holds at most three copies of that queue (the queue,
-///   the batch the writer is writing, the WebSocket layer's copy of it) and the WebSocket
-///   library's write buffer (128 KiB): 3 × 64 × 2,200 B + 128 KiB ≈ 0.53 MiB;
-/// - for 50 members: ≈ 26.4 MiB, plus 24 MiB for everything else that moves in a flood
+/// - a member that does not read misses messages once `WRITE_BUFFER` = 128 KiB wait for it
+///   (queued or being written; one message may go over): further messages skip it. It holds
+///   that, the WebSocket layer's copy of the batch being written, and the WebSocket library's
+///   write buffer (128 KiB): 2 × (128 KiB + 2,200 B) + 128 KiB ≈ 0.38 MiB;
+/// - for 50 members: ≈ 19 MiB, plus 24 MiB for everything else that moves in a flood
 ///   (allocator arenas of the runtime's threads, the reader's and writer's buffers, the
 ///   history), measured at about 10 MiB.
 ///
 /// Before the fan-out was bounded (a task per recipient per post) this attack grew the server
 /// by about 290 MiB.
-const BOUND: u64 = SILENT as u64 * (3 * 64 * 2_200 + (128 << 10)) + (24 << 20);
+const BOUND: u64 = SILENT as u64 * (2 * ((128 << 10) + 2_200) + (128 << 10)) + (24 << 20);
 
 /// A WebSocket member that joins the chat (upgrade, protocol version) and then never reads;
 /// its receive buffer is made small so that the server's queue for it fills soon.
@@ -618,4 +618,142 @@ async fn members_that_do_not_read_cost_bounded_memory_and_others_are_served() {
     reader.close();
     poster.close();
     drop(silent);
+}
+
+// ---- several processes, one chat (--redis) --------------------------------------------------
+
+/// A `redis-server` on a free loopback port without persistence, killed when dropped.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    async fn start_on(port: u16) -> Redis {
+        let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or("redis-server".into()))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server; scripts/test does)");
+        guard(async {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Redis { port, child }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts numbered `text`s on `poster` until `rx` gets one (the processes connect to Redis, and
+/// again after it restarts, in the background); returns the `chat/msg` that arrived.
+async fn post_until_heard(
+    poster: &gotalk::Sock,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+    text: &str,
+) -> Value {
+    guard(async {
+        for i in 0.. {
+            let t = format!("{text} {i}");
+            let _: Value = poster
+                .request("chat/send", &json!({"name": "poster", "text": t}))
+                .await
+                .unwrap();
+            let wait = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    got = rx.recv() => {
+                        let (name, v) = got.expect("member gone");
+                        if name == "chat/msg" && v["text"].as_str().is_some_and(|s| s.starts_with(text)) {
+                            return v;
+                        }
+                    }
+                }
+            }
+        }
+        unreachable!()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demos_share_one_chat_through_redis_and_go_on_alone_while_it_is_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = Redis::start_on(port).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let a = Demo::start(&["--redis", &url], None);
+    let b = Demo::start(&["--redis", &url], None);
+    assert!(a.banner.contains(&url), "{}", a.banner);
+    let (on_a, mut a_rx) = member(&a.ws_url()).await;
+    let (on_b, mut b_rx) = member(&b.ws_url()).await;
+
+    // A message posted on A reaches B's member, naming A's process and A's id.
+    let v = post_until_heard(&on_a, &mut b_rx, "hello from A").await;
+    let node_a = v["node"].as_str().unwrap().to_owned();
+    assert_eq!(node_a.len(), 16, "{v}");
+    let (_, mine) = guard(async {
+        loop {
+            let (name, v) = next(&mut a_rx).await;
+            let text = v["text"].as_str().unwrap_or_default();
+            if name == "chat/msg" && text.starts_with("hello from A") {
+                return (name, v);
+            }
+        }
+    })
+    .await;
+    assert_eq!(mine["node"], node_a);
+    // B's history has it too (with B's own posts, by their own node).
+    let _: Value = guard(on_b.request("chat/send", &json!({"name": "b", "text": "from B"})))
+        .await
+        .unwrap();
+    let history: Vec<Value> = guard(on_b.request("chat/history", &Value::Null))
+        .await
+        .unwrap();
+    assert!(history.iter().any(|m| m["node"] == node_a), "{history:?}");
+    assert!(history
+        .iter()
+        .any(|m| m["text"] == "from B" && m["node"] != node_a));
+
+    // Redis goes away: each process's chat goes on alone, and says so in its log.
+    drop(redis);
+    a.wait_log("Redis unreachable", 1).await;
+    let _: Value = guard(on_a.request("chat/send", &json!({"name": "a", "text": "A alone"})))
+        .await
+        .unwrap();
+    guard(async {
+        loop {
+            let (name, v) = next(&mut a_rx).await;
+            if name == "chat/msg" && v["text"] == "A alone" {
+                break;
+            }
+        }
+    })
+    .await;
+    // Back on the same port: the processes chat across again (and log it).
+    let _redis = Redis::start_on(port).await;
+    post_until_heard(&on_a, &mut b_rx, "after the restart").await;
+    a.wait_log("connected to Redis again", 1).await;
+    let history: Vec<Value> = guard(on_b.request("chat/history", &Value::Null))
+        .await
+        .unwrap();
+    assert!(
+        !history.iter().any(|m| m["text"] == "A alone"),
+        "{history:?}"
+    );
+    on_a.close();
+    on_b.close();
 }

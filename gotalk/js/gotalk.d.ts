@@ -298,6 +298,22 @@ const Handlers: {
   prototype: Handlers;
 };
 
+/**
+ * What a client generated from a Rust `#[gotalk::service(typescript)]` calls through: a Sock, or
+ * anything with its request, notify and streamRequest methods.
+ */
+type Caller = Pick<Sock, 'request' | 'notify' | 'streamRequest'>;
+
+/**
+ * Where a module generated from a Rust `#[gotalk::service(typescript)]` registers the handlers of
+ * a service the page implements: a Handlers, or gotalk itself (its default handlers).
+ */
+interface HandlerTarget {
+  handleRequest<In = any, Out = any>(op: string, h: RequestHandler<In, Out>): void;
+  handleNotification<In = any>(name: string, h: NotificationHandler<In>): void;
+  handleStreamRequest(op: string, h: StreamRequestHandler): void;
+}
+
 /** A decoded message. Fields not used by its type are 0 / null. */
 interface Message {
   t: number;

@@ -44,7 +44,7 @@ pub struct Config {
     pub auto_retry: u32,
     /// TLS settings for `tls://` and `wss://` addresses.
     #[cfg(feature = "tls")]
-    pub tls: Option<crate::transport::tls::TlsClientConfig>,
+    pub tls: Option<crate::transport::tls::config::TlsClientConfig>,
     pub(crate) callbacks: Callbacks,
 }
 
@@ -143,7 +143,7 @@ impl Config {
     /// TLS settings for connecting to `tls://` and `wss://` addresses (see
     /// [`crate::transport::tls`]).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::transport::tls::TlsClientConfig) -> Config {
+    pub fn tls(mut self, tls: crate::transport::tls::config::TlsClientConfig) -> Config {
         self.tls = Some(tls);
         self
     }

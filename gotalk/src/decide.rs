@@ -22,7 +22,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::codec::{DecodeError, Decoded, Oversized};
 use crate::error::{CloseReason, Error, PartResult, Side};
@@ -32,6 +31,7 @@ use crate::handlers::{
 };
 use crate::incoming::{IncomingStreams, PartTarget};
 use crate::limits::{Admit, Counters, Limits};
+use crate::parts::PartSender;
 use crate::pending::Reply;
 
 /// The parts of a connection's state a decision reads.
@@ -84,7 +84,7 @@ pub(crate) enum Action {
         /// The stream's request ID.
         id: RequestId,
         /// The stream handler's input.
-        to: mpsc::Sender<PartResult>,
+        to: PartSender,
         /// What to hand over; an empty part ends the stream.
         part: PartResult,
         /// Whether this is the stream's last item.
@@ -137,7 +137,7 @@ fn message(cx: &Ctx<'_>, streams: &mut IncomingStreams, m: Message) -> Action {
             let Some(RequestHandler::Buffer(h)) = cx.handlers.find_request_for(&op, false) else {
                 return Action::Answer(error_result(id, unknown_op(&op)));
             };
-            match cx.counters.admit(cx.limits, false) {
+            match cx.counters.admit(cx.limits, false, payload.len()) {
                 Admit::Yes => Action::Request {
                     id,
                     op,
@@ -151,7 +151,7 @@ fn message(cx: &Ctx<'_>, streams: &mut IncomingStreams, m: Message) -> Action {
             if streams.is_open(id) {
                 return started_twice(id);
             }
-            let refusal = match cx.counters.admit(cx.limits, true) {
+            let refusal = match cx.counters.admit(cx.limits, true, 0) {
                 Admit::StreamsDisabled => error_result(id, STREAMS_DISABLED.into()),
                 admit => match cx.handlers.find_request_for(&op, true) {
                     Some(RequestHandler::Stream(h)) if admit == Admit::Yes => {
@@ -165,7 +165,7 @@ fn message(cx: &Ctx<'_>, streams: &mut IncomingStreams, m: Message) -> Action {
                     Some(RequestHandler::Stream(_)) => retry_result(cx.limits, id),
                     _ => {
                         if admit == Admit::Yes {
-                            cx.counters.release(true);
+                            cx.counters.release(true, 0);
                         }
                         error_result(id, unknown_op(&op))
                     }
@@ -400,7 +400,7 @@ mod tests {
             answer(c.on(b"r0003004echo00000000")),
             b"e00030000000700000012request rate limit"
         );
-        c.counters.release(false);
+        c.counters.release(false, 2);
         assert!(matches!(
             c.on(b"r0004004echo00000000"),
             Action::Request { .. }
@@ -430,7 +430,7 @@ mod tests {
         };
         assert_eq!((&id.0, &payload[..]), (b"0001", &b"a"[..]));
         // The reader opens the stream with the channel to its handler.
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::parts::channel();
         c.streams.open(id, tx);
         assert!(matches!(
             c.on(b"p000100000001b"),
@@ -450,7 +450,7 @@ mod tests {
         let Action::Stream { id, .. } = c.on(b"s0001005upper00000000") else {
             panic!()
         };
-        c.streams.open(id, mpsc::channel(1).0);
+        c.streams.open(id, crate::parts::channel().0);
         let detail = closes_with(
             c.on(b"s0001005upper00000000"),
             ProtocolErrorCode::INVALID_MSG,
@@ -479,7 +479,7 @@ mod tests {
         let Action::Stream { id, .. } = c.on(b"s0003005upper00000000") else {
             panic!()
         };
-        c.streams.open(id, mpsc::channel(1).0);
+        c.streams.open(id, crate::parts::channel().0);
         assert_eq!(
             answer(c.on(b"s0004005upper00000000")),
             b"e00040000000700000012request rate limit"
@@ -560,7 +560,7 @@ mod tests {
         let Action::Stream { id, .. } = c.on(b"s0003005upper00000000") else {
             panic!()
         };
-        c.streams.open(id, mpsc::channel(1).0);
+        c.streams.open(id, crate::parts::channel().0);
         assert!(matches!(
             c.on(b"p000300000005"),
             Action::Part {

@@ -145,13 +145,13 @@ impl fmt::Debug for Handlers {
     }
 }
 
-fn decode_json<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
+pub(crate) fn decode_json<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
     // An empty payload means "no parameters": let types that accept null (unit, Option) take it.
     let input = if payload.is_empty() { b"null" } else { payload };
     serde_json::from_slice(input).map_err(|_| HandlerError::msg(UNEXPECTED_PARAMETER_TYPE))
 }
 
-fn encode_json<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
+pub(crate) fn encode_json<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
     serde_json::to_vec(out)
         .map(Bytes::from)
         .map_err(|e| HandlerError::msg(format!("failed to encode result: {e}")))

@@ -4,10 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tokio::sync::mpsc;
-
-use crate::error::{CloseReason, Error, PartResult};
+use crate::error::{CloseReason, Error};
 use crate::frame::RequestId;
+use crate::parts::{Part, PartSender};
 
 /// How many stream IDs the reader remembers after refusing or finishing them, so that the
 /// peer's remaining parts for them are dropped quietly instead of being treated as parts for
@@ -17,7 +16,7 @@ pub(crate) const IGNORED_STREAMS: usize = 64;
 /// The peer's stream requests that are being handled here, by request ID. Owned by the reader.
 #[derive(Debug)]
 pub(crate) struct IncomingStreams {
-    open: HashMap<u32, mpsc::Sender<PartResult>>,
+    open: HashMap<u32, PartSender>,
     ignored: VecDeque<RequestId>,
     /// Size of `open` at which entries of finished handlers are next swept out.
     sweep_at: usize,
@@ -27,7 +26,7 @@ pub(crate) struct IncomingStreams {
 #[derive(Debug)]
 pub(crate) enum PartTarget {
     /// To this open stream's handler.
-    Open(mpsc::Sender<PartResult>),
+    Open(PartSender),
     /// Drop it: the stream was refused or its handler finished.
     Ignore,
     /// No stream with this ID was ever started: a protocol violation.
@@ -51,7 +50,7 @@ impl IncomingStreams {
     }
 
     /// Registers an open stream.
-    pub(crate) fn open(&mut self, id: RequestId, tx: mpsc::Sender<PartResult>) {
+    pub(crate) fn open(&mut self, id: RequestId, tx: PartSender) {
         self.forget_ignored(id);
         if self.open.len() >= self.sweep_at {
             // A handler that returned before its input ended leaves an entry behind until the
@@ -112,7 +111,7 @@ impl IncomingStreams {
     /// Closes every open stream with an error (the connection ended).
     pub(crate) fn fail_all(&mut self, reason: &CloseReason) {
         for (_, tx) in self.open.drain() {
-            let _ = tx.try_send(Err(Error::Closed(reason.clone())));
+            let _ = tx.send(Part::free(Err(Error::Closed(reason.clone()))));
         }
     }
 }
@@ -125,16 +124,16 @@ mod tests {
     fn entries_of_finished_handlers_are_swept() {
         let mut s = IncomingStreams::default();
         for i in 0..10_000u32 {
-            let (tx, rx) = mpsc::channel(1);
+            let (tx, rx) = crate::parts::channel();
             drop(rx); // the handler finished without reading to the end
             s.open(RequestId(i.to_be_bytes()), tx);
         }
         assert!(s.open_count() <= 2 * IGNORED_STREAMS, "{}", s.open_count());
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::parts::channel();
         let live = RequestId(*b"live");
         s.open(live, tx);
         for i in 10_000..20_000u32 {
-            let (tx, rx) = mpsc::channel(1);
+            let (tx, rx) = crate::parts::channel();
             drop(rx);
             s.open(RequestId(i.to_be_bytes()), tx);
         }
@@ -144,7 +143,7 @@ mod tests {
     #[test]
     fn parts_route_to_open_ignored_or_unknown() {
         let mut s = IncomingStreams::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::parts::channel();
         let a = RequestId(*b"aaaa");
         s.open(a, tx);
         assert!(matches!(s.route(a, false), PartTarget::Open(_)));

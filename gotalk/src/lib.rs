@@ -33,6 +33,54 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Typed services
+//!
+//! Define the operations of a peer once, as a trait, and let [`service`](macro@service)
+//! (feature `macros`, default) generate the server side, a typed client and, with
+//! `#[gotalk::service(typescript)]`, the page's TypeScript ([`typescript`]). The wire does not
+//! change: the same op names and JSON as the handlers and calls above.
+//!
+//! ```
+//! use gotalk::{Config, Handlers, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct GreetIn { name: String }
+//! #[derive(Serialize, Deserialize)]
+//! struct GreetOut { greeting: String }
+//!
+//! #[gotalk::service]
+//! trait Greeter {
+//!     /// Greets by name.
+//!     async fn greet(&self, input: GreetIn) -> GreetOut;
+//! }
+//!
+//! struct Polite;
+//!
+//! impl Greeter for Polite {
+//!     async fn greet(&self, input: GreetIn) -> GreetOut {
+//!         GreetOut { greeting: format!("Hello {}", input.name) }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> gotalk::Result<()> {
+//! let mut handlers = Handlers::new();
+//! handlers.service(GreeterServer::new(Polite));
+//! let server = Server::bind("127.0.0.1:0", Config::new().handlers(handlers)).await?;
+//!
+//! let sock = gotalk::connect(&server.local_addr().to_string()).await?;
+//! let out = GreeterClient::new(&sock).greet(GreetIn { name: "Rasmus".into() }).await?;
+//! assert_eq!(out.greeting, "Hello Rasmus");
+//! // The same request, untyped:
+//! let out: GreetOut = sock.request("greet", &GreetIn { name: "Bob".into() }).await?;
+//! assert_eq!(out.greeting, "Hello Bob");
+//! sock.close();
+//! # Ok(()) }
+//! ```
+//!
+//! Notifications, typed errors and streams of parts: see [`service`](mod@service).
+//!
 //! ## The protocol
 //!
 //! ```text
@@ -63,8 +111,11 @@
 //! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
 //! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
 //! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
+//! | [`service`](mod@service) | typed services: what [`service`](macro@service) generates code against ([`service::Caller`], [`service::Parts`], [`service::CallError`]) |
+//! | [`typescript`] | the TypeScript module of typed services (feature `typescript`), types by [`ts_rs`] |
 //! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
 //! | [`pool`] | many peers: [`KeepAlive`] (reconnects), [`Pool`] (load-aware choice among responders, in `pool/choose.rs`), [`Workers`] (workers that dial in); request deadlines |
+//! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait and `RedisAdapter` (feature `redis`) across processes |
 //! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
 //! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
 //! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
@@ -96,18 +147,25 @@ pub mod jslib;
 pub mod limits;
 mod notification;
 mod outbox;
+mod parts;
 mod pending;
 pub mod pool;
+pub mod rooms;
 pub mod server;
+pub mod service;
 pub mod sock;
 pub mod stream;
 pub mod transport;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 
 pub use addr::Addr;
 pub use bytes::Bytes;
 pub use config::Config;
 pub use error::{CloseReason, Error, HandlerError, Result, Side};
 pub use frame::ProtocolErrorCode;
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use handlers::{
     default_handlers, handle, handle_buffer, handle_buffer_notification, handle_notification,
     handle_stream, Handlers,
@@ -121,3 +179,5 @@ pub use stream::{StreamReceiver, StreamSender};
 #[cfg(feature = "websocket")]
 pub use transport::ws;
 pub use transport::{connect, connect_with, pipe, pipe_with};
+#[cfg(feature = "typescript")]
+pub use ts_rs;

@@ -2,14 +2,29 @@
 //!
 //! | limit | default | enforced where | what the peer sees |
 //! |---|---|---|---|
-//! | [`max_payload`](Limits::max_payload) | 16 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
-//! | [`buffer_requests`](Limits::buffer_requests) | [`UNLIMITED`](Limits::UNLIMITED) | on each `r`/`s` | RetryResult `request rate limit` |
-//! | [`stream_requests`](Limits::stream_requests) | 0 (none: refused) | on each `s` | ErrorResult `stream requests not supported`, or RetryResult |
+//! | [`max_payload`](Limits::max_payload) | 1 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
+//! | [`buffer_requests`](Limits::buffer_requests) | 64 | on each `r`/`s` | RetryResult `request rate limit` |
+//! | [`request_bytes`](Limits::request_bytes) | 4 MiB | on each `r` | RetryResult `request rate limit` |
+//! | [`stream_requests`](Limits::stream_requests) | 8 | on each `s` | RetryResult; `0`: ErrorResult `stream requests not supported` |
+//! | [`stream_buffer`](Limits::stream_buffer) | 1 MiB | reader, per stream part | back-pressure: the reader waits for stream handlers to take parts |
+//! | [`stream_idle_timeout`](Limits::stream_idle_timeout) | 60 s | stream handler's input | the handler's `recv` fails; its ErrorResult |
+//! | [`write_buffer`](Limits::write_buffer) | 1 MiB | senders wait when full | back-pressure: handlers, and then the reader, wait |
+//! | [`write_timeout`](Limits::write_timeout) | 30 s | writer, without progress | connection closed (peer does not read) |
 //! | [`read_timeout`](Limits::read_timeout) | 30 s | reader, per message | ProtocolError 3 and close |
-//! | [`write_timeout`](Limits::write_timeout) | 30 s | writer | connection closed (peer does not read) |
 //! | [`handshake_timeout`](Limits::handshake_timeout) | 10 s | opening a connection | connection dropped |
-//! | [`write_queue`](Limits::write_queue) | 1024 messages | senders wait when full | back-pressure |
-//! | [`stream_queue`](Limits::stream_queue) | 32 parts | reader waits when full | back-pressure |
+//!
+//! Every limit on memory counts bytes. What a connection can hold at most, and how the defaults
+//! were chosen, is in SECURITY.md ("What a connection can cost").
+//!
+//! Fixed bounds that are not settings, with their reasons:
+//!
+//! | bound | value | why |
+//! |---|---|---|
+//! | reserved ahead of a message's bytes | 1 MiB (`sock/buffers.rs`) | a peer announcing a payload and not sending it commits nothing |
+//! | large read buffers kept for reuse | 4, at most 4 × (`max_payload` + 64 KiB), released after 250 ms quiet (`sock/buffers.rs`) | reused pages instead of page faults on every large message |
+//! | refused or finished stream IDs remembered | 64 (`incoming.rs`) | their late parts are dropped quietly, not taken for protocol errors |
+//! | RetryResult wait honoured by an automatic retry | [`MAX_RETRY_WAIT`](crate::sock::MAX_RETRY_WAIT), 30 s | a peer cannot park our requests for days |
+//! | counted per stream part | its size + 64 bytes | a flood of empty parts is bounded too |
 //!
 //! Request limits count per connection, so one peer's flood never starves another peer. The
 //! limits of a server as a whole (connections in total and per peer address, which idle one
@@ -29,11 +44,11 @@
 //! assert_eq!(limits.stream_requests, 4);
 //! ```
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Default [`Limits::max_payload`]: 16 MiB.
-pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
+/// Default [`Limits::max_payload`]: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
 
 /// Resource limits for connections. Cheap to clone; see the [module docs](self) for the table of
 /// defaults.
@@ -48,6 +63,9 @@ pub struct Limits {
     pub max_payload: u32,
     /// Requests (of any kind) one connection may have in progress at once.
     pub buffer_requests: u32,
+    /// Bytes of the peer's requests in progress on one connection: their payloads, and their
+    /// answers until they are queued for writing.
+    pub request_bytes: usize,
     /// Stream requests one connection may have in progress at once (`0`: none, streams are
     /// refused).
     pub stream_requests: u32,
@@ -62,27 +80,33 @@ pub struct Limits {
     /// Longest wait for the peer's protocol version when a connection opens (and, on
     /// transports that have one, for the TLS or WebSocket handshake before it).
     pub handshake_timeout: Option<Duration>,
-    /// Messages that may wait to be written before senders are made to wait.
-    pub write_queue: usize,
-    /// Parts of one incoming stream buffered before the reader waits for its handler.
-    pub stream_queue: usize,
+    /// Bytes that may wait to be written (queued, or being written) before senders wait.
+    pub write_buffer: usize,
+    /// Bytes of stream parts (of the peer's stream requests, and of the streaming results of
+    /// ours) buffered on one connection before its reader waits for them to be taken.
+    pub stream_buffer: usize,
+    /// Longest wait for the next part of a peer's stream request.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
-    /// Like the reference's `DefaultLimits`: buffer requests unlimited, stream requests disabled,
-    /// 30 s read timeout; plus a 16 MiB payload limit the reference lacks.
+    /// Limits for a server facing the internet (see the [module docs](self) for the table and
+    /// SECURITY.md for the reasons). The reference's `DefaultLimits` has no request limit, no
+    /// payload limit and no stream requests; these bound every connection in bytes.
     fn default() -> Limits {
         Limits {
             max_payload: DEFAULT_MAX_PAYLOAD,
-            buffer_requests: Limits::UNLIMITED,
-            stream_requests: 0,
+            buffer_requests: 64,
+            request_bytes: 4 << 20,
+            stream_requests: 8,
             retry_wait_min: Duration::from_millis(500),
             retry_wait_max: Duration::from_millis(5000),
             read_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
             handshake_timeout: Some(Duration::from_secs(10)),
-            write_queue: 1024,
-            stream_queue: 32,
+            write_buffer: 1 << 20,
+            stream_buffer: 1 << 20,
+            stream_idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -91,13 +115,15 @@ impl Limits {
     /// A count that means "no limit".
     pub const UNLIMITED: u32 = u32::MAX;
 
-    /// No request limits and no read timeout (like the reference's `NoLimits`); stream requests
-    /// are unlimited. The payload limit stays at its default.
+    /// No request limits, no read timeout and no stream idle timeout (like the reference's
+    /// `NoLimits`), for peers you trust. The limits on memory (payload size, buffers) stay.
     pub fn none() -> Limits {
         Limits {
             buffer_requests: Limits::UNLIMITED,
+            request_bytes: usize::MAX,
             stream_requests: Limits::UNLIMITED,
             read_timeout: None,
+            stream_idle_timeout: None,
             ..Limits::default()
         }
     }
@@ -113,6 +139,14 @@ impl Limits {
     /// ([`Limits::UNLIMITED`] for no limit). Requests over the limit get a RetryResult.
     pub fn buffer_requests(mut self, n: u32) -> Limits {
         self.buffer_requests = n;
+        self
+    }
+
+    /// How many bytes the peer's requests in progress on one connection may hold: their payloads
+    /// and, until they are queued, their answers. A request that would go over gets a
+    /// RetryResult, unless nothing else is in progress.
+    pub fn request_bytes(mut self, bytes: usize) -> Limits {
+        self.request_bytes = bytes;
         self
     }
 
@@ -152,16 +186,26 @@ impl Limits {
         self
     }
 
-    /// Messages that may wait to be written before senders are made to wait (at least 1).
-    pub fn write_queue(mut self, n: usize) -> Limits {
-        self.write_queue = n.max(1);
+    /// Bytes that may wait to be written before senders wait for the peer to read (at least 1;
+    /// one message may go over). Counts the batch being written too.
+    pub fn write_buffer(mut self, bytes: usize) -> Limits {
+        self.write_buffer = bytes.max(1);
         self
     }
 
-    /// Parts of one incoming stream request buffered before the reader waits for its handler
-    /// (at least 1).
-    pub fn stream_queue(mut self, n: usize) -> Limits {
-        self.stream_queue = n.max(1);
+    /// Bytes of stream parts buffered on one connection before its reader waits for stream
+    /// handlers (and our stream requests' receivers) to take them (at least 1). Each part counts
+    /// its size plus 64 bytes.
+    pub fn stream_buffer(mut self, bytes: usize) -> Limits {
+        self.stream_buffer = bytes.max(1);
+        self
+    }
+
+    /// Longest wait for the next part of a stream request of the peer's: then the handler's
+    /// [`StreamReceiver::recv`](crate::StreamReceiver::recv) fails with
+    /// [`Error::Timeout`](crate::Error::Timeout) (`None`: wait forever).
+    pub fn stream_idle_timeout(mut self, t: Option<Duration>) -> Limits {
+        self.stream_idle_timeout = t;
         self
     }
 
@@ -197,17 +241,28 @@ pub(crate) enum Admit {
 pub(crate) struct Counters {
     requests: AtomicU32,
     streams: AtomicU32,
+    /// Bytes held by requests in progress (see [`Limits::request_bytes`]).
+    bytes: AtomicUsize,
 }
 
 impl Counters {
-    /// Takes a slot for a request (`stream` = a stream request), if the limits allow.
-    pub(crate) fn admit(&self, limits: &Limits, stream: bool) -> Admit {
+    /// Takes a slot for a request (`stream` = a stream request) holding `bytes`, if the limits
+    /// allow. The bytes are given back with [`Counters::release`].
+    pub(crate) fn admit(&self, limits: &Limits, stream: bool, bytes: usize) -> Admit {
         if stream && limits.stream_requests == 0 {
             return Admit::StreamsDisabled;
+        }
+        // Only the reader admits, so a load then an add cannot overshoot; answers only give
+        // bytes back or hold their own. One request is always let in, however large (up to
+        // `max_payload`), so that a large request cannot be refused forever.
+        let held = self.bytes.load(Ordering::Acquire);
+        if held > 0 && held.saturating_add(bytes) > limits.request_bytes {
+            return Admit::Retry;
         }
         if !take(&self.requests, limits.buffer_requests) {
             return Admit::Retry;
         }
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
         if stream && !take(&self.streams, limits.stream_requests) {
             self.requests.fetch_sub(1, Ordering::AcqRel);
             return Admit::Retry;
@@ -215,8 +270,16 @@ impl Counters {
         Admit::Yes
     }
 
-    /// Gives back a slot taken by [`Counters::admit`].
-    pub(crate) fn release(&self, stream: bool) {
+    /// Counts `bytes` more held by a request in progress (its answer, waiting to be queued).
+    pub(crate) fn hold(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Gives back a slot taken by [`Counters::admit`], and `bytes` it held.
+    pub(crate) fn release(&self, stream: bool, bytes: usize) {
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
         // SeqCst (the same instruction as AcqRel on x86): a shutdown that starts waiting and
         // then finds this request still counted must see its end here.
         if self.requests.fetch_sub(1, Ordering::SeqCst) == 1 && drain::waiting() {
@@ -230,6 +293,12 @@ impl Counters {
     /// Requests in progress.
     pub(crate) fn in_progress(&self) -> u32 {
         self.requests.load(Ordering::Acquire)
+    }
+
+    /// Bytes held by requests in progress.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
     }
 }
 
@@ -288,20 +357,49 @@ mod tests {
     fn stream_limit_counts_toward_request_limit() {
         let l = Limits::default().buffer_requests(2).stream_requests(1);
         let c = Counters::default();
-        assert_eq!(c.admit(&l, true), Admit::Yes);
-        assert_eq!(c.admit(&l, true), Admit::Retry);
-        assert_eq!(c.admit(&l, false), Admit::Yes);
-        assert_eq!(c.admit(&l, false), Admit::Retry);
-        c.release(true);
-        assert_eq!(c.admit(&l, true), Admit::Yes);
+        assert_eq!(c.admit(&l, true, 0), Admit::Yes);
+        assert_eq!(c.admit(&l, true, 0), Admit::Retry);
+        assert_eq!(c.admit(&l, false, 0), Admit::Yes);
+        assert_eq!(c.admit(&l, false, 0), Admit::Retry);
+        c.release(true, 0);
+        assert_eq!(c.admit(&l, true, 0), Admit::Yes);
         assert_eq!(c.in_progress(), 2);
     }
 
     #[test]
-    fn defaults_disable_streams() {
+    fn zero_stream_requests_refuses_streams() {
         let c = Counters::default();
-        assert_eq!(c.admit(&Limits::default(), true), Admit::StreamsDisabled);
-        assert_eq!(c.admit(&Limits::default(), false), Admit::Yes);
+        let l = Limits::default().stream_requests(0);
+        assert_eq!(c.admit(&l, true, 0), Admit::StreamsDisabled);
+        assert_eq!(c.admit(&l, false, 0), Admit::Yes);
+    }
+
+    #[test]
+    fn the_defaults_are_finite() {
+        let l = Limits::default();
+        assert!(l.buffer_requests < Limits::UNLIMITED && l.stream_requests > 0);
+        assert!(l.read_timeout.is_some() && l.write_timeout.is_some());
+        assert!(l.stream_idle_timeout.is_some() && l.handshake_timeout.is_some());
+    }
+
+    #[test]
+    fn request_bytes_bound_what_requests_in_progress_hold_but_one_always_fits() {
+        let l = Limits::default().request_bytes(100).buffer_requests(10);
+        let c = Counters::default();
+        // Alone, a request larger than the limit is let in.
+        assert_eq!(c.admit(&l, false, 150), Admit::Yes);
+        assert_eq!(c.admit(&l, false, 1), Admit::Retry);
+        c.release(false, 150);
+        assert_eq!(c.admit(&l, false, 60), Admit::Yes);
+        assert_eq!(c.admit(&l, false, 40), Admit::Yes);
+        assert_eq!(c.admit(&l, false, 1), Admit::Retry);
+        // An answer waiting to be written holds its bytes too.
+        c.release(false, 40);
+        c.hold(40);
+        assert_eq!(c.admit(&l, false, 1), Admit::Retry);
+        c.release(false, 60 + 40);
+        assert_eq!(c.bytes(), 0);
+        assert_eq!(c.in_progress(), 0);
     }
 
     #[test]

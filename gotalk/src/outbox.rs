@@ -14,9 +14,10 @@
 //! would cost when traffic is light, and keeps writes in order: nobody else writes while a
 //! batch is in someone's hands.
 //!
-//! The outbox is bounded by [`crate::Limits::write_queue`]: it holds at most that many items
-//! (a message, or the answers to one read) before senders wait for room. An idle outbox holds
-//! no buffer.
+//! The outbox is bounded in bytes by [`crate::Limits::write_buffer`]: what is queued plus the
+//! batch being written (by a sender or the writer task). A sender waits for room while that is
+//! at or over the limit, so it is exceeded by at most one message. An idle outbox holds no
+//! buffer.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -110,6 +111,11 @@ impl Batch {
         }
     }
 
+    /// Bytes of the batch written so far.
+    pub(crate) fn progress(&self) -> usize {
+        self.written
+    }
+
     /// Whether everything has been written.
     fn is_written(&self) -> bool {
         self.written >= self.len()
@@ -190,6 +196,9 @@ pub(crate) struct Outbox {
     resume: Option<Batch>,
     /// Items queued (messages, or the answers to one read).
     items: usize,
+    /// Bytes of the batch out of `queued`: in a writer's hands, or in `resume`.
+    writing: usize,
+    /// Bytes queued plus `writing` at which senders wait.
     capacity: usize,
     owner: Owner,
     /// The writer task, while it waits for work.
@@ -224,12 +233,13 @@ pub(crate) enum Written {
 }
 
 impl Outbox {
-    /// An empty outbox for at most `capacity` items (at least 1).
+    /// An empty outbox for about `capacity` bytes (at least 1).
     pub(crate) fn new(capacity: usize) -> Outbox {
         Outbox {
             queued: Batch::default(),
             resume: None,
             items: 0,
+            writing: 0,
             capacity: capacity.max(1),
             owner: Owner::Nobody,
             writer: None,
@@ -238,14 +248,19 @@ impl Outbox {
         }
     }
 
-    /// Whether there is room for one more item (without waiting for it).
-    pub(crate) fn has_room(&self) -> bool {
-        self.items < self.capacity
+    /// Bytes queued or being written.
+    pub(crate) fn used(&self) -> usize {
+        self.queued.len() + self.writing
     }
 
-    /// Whether there is room for one more item; if not, `waker` is woken when there is.
+    /// Whether there is room for one more message (without waiting for it).
+    pub(crate) fn has_room(&self) -> bool {
+        self.used() < self.capacity
+    }
+
+    /// Whether there is room for one more message; if not, `waker` is woken when there is.
     pub(crate) fn poll_room(&mut self, waker: &Waker) -> bool {
-        if self.items < self.capacity {
+        if self.has_room() {
             return true;
         }
         if !self.room.iter().any(|w| w.will_wake(waker)) {
@@ -278,13 +293,15 @@ impl Outbox {
     fn take(&mut self, mut spare: Batch) -> Batch {
         spare.clear();
         self.items = 0;
-        std::mem::replace(&mut self.queued, spare)
+        let taken = std::mem::replace(&mut self.queued, spare);
+        self.writing = taken.len();
+        taken
     }
 
-    /// Senders waiting for room, to be woken outside the lock once items were taken (or all
+    /// Senders waiting for room, to be woken outside the lock once bytes were written (or all
     /// of them, with `all`: the connection closed).
     pub(crate) fn take_room_waiters(&mut self, all: bool) -> Vec<Waker> {
-        if all || self.items < self.capacity {
+        if all || self.has_room() {
             std::mem::take(&mut self.room)
         } else {
             Vec::new()
@@ -295,6 +312,9 @@ impl Outbox {
     /// queued meanwhile) is now its job.
     pub(crate) fn written(&mut self, batch: Batch, how: Written) -> Option<Waker> {
         debug_assert_eq!(self.owner, Owner::Sender);
+        if !matches!(how, Written::Partly) {
+            self.writing = 0;
+        }
         match how {
             Written::Done if self.items == 0 => {
                 self.owner = Owner::Nobody;
@@ -369,6 +389,7 @@ impl Outbox {
     /// holds no buffer. Returns whether it stays the writer.
     pub(crate) fn task_done(&mut self, spare: &mut Batch, batch: Batch) -> bool {
         debug_assert_eq!(self.owner, Owner::Task);
+        self.writing = 0;
         if self.items > 0 || self.resume.is_some() {
             *spare = batch;
             return true;
@@ -483,23 +504,49 @@ mod tests {
     }
 
     #[test]
-    fn senders_wait_for_room_and_are_woken_when_it_is_taken() {
-        let mut o = Outbox::new(2);
+    fn senders_wait_for_room_until_the_bytes_being_written_are_written() {
+        let mut o = Outbox::new(4);
         let w = noop_waker();
-        for _ in 0..2 {
-            assert!(o.poll_room(&w));
-            o.batch().push_raw(b"x");
-            assert!(matches!(o.queued(false), Next::Nothing));
-        }
+        // Room while under the limit; the message that reaches it may go over.
+        assert!(o.poll_room(&w));
+        o.batch().push_raw(b"xxx");
+        assert!(matches!(o.queued(false), Next::Nothing));
+        assert!(o.poll_room(&w));
+        o.batch().push_raw(b"yyy");
+        assert!(matches!(o.queued(false), Next::Nothing));
+        assert_eq!(o.used(), 6);
         assert!(!o.poll_room(&w));
         assert!(!o.poll_room(&w));
         assert_eq!(o.room.len(), 1, "one waker per waiting sender");
         assert!(o.take_room_waiters(false).is_empty(), "still full");
+        // Taken by the writer, the bytes still count until they are written.
         let mut spare = Batch::default();
         let b = o.take_work(&mut spare, false).unwrap();
-        assert_eq!(wire(&b), b"xx");
+        assert_eq!(wire(&b), b"xxxyyy");
+        assert_eq!(o.used(), 6);
+        assert!(o.take_room_waiters(false).is_empty(), "being written");
+        assert!(!o.task_done(&mut spare, b));
+        assert_eq!(o.used(), 0);
         assert_eq!(o.take_room_waiters(false).len(), 1);
         assert!(o.poll_room(&w));
+    }
+
+    #[test]
+    fn a_direct_write_counts_until_written_and_its_unwritten_rest_until_finished() {
+        let mut o = Outbox::new(4);
+        o.batch().push_raw(b"abcdef");
+        let Next::Write(mut batch) = o.queued(true) else {
+            panic!()
+        };
+        assert!(!o.has_room());
+        batch.written = 2;
+        assert!(o.written(batch, Written::Partly).is_none());
+        assert!(!o.has_room(), "the rest waits for the writer task");
+        let mut spare = Batch::default();
+        let rest = o.take_work(&mut spare, false).unwrap();
+        assert_eq!(wire(&rest), b"cdef");
+        assert!(!o.task_done(&mut spare, rest));
+        assert!(o.has_room());
     }
 
     #[test]

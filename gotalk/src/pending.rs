@@ -7,10 +7,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use std::task::Waker;
-use tokio::sync::mpsc;
 
-use crate::error::{CloseReason, Error, PartResult};
+use crate::error::{CloseReason, Error};
 use crate::frame::{RequestId, PRINTABLE_ID_SPACE};
+use crate::parts::{Part, PartSender};
 
 /// The answer to a single-result request, as received.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub(crate) enum Waiter {
         waker: Option<Waker>,
     },
     /// A stream request (`s`): result parts go into the channel.
-    Stream(mpsc::Sender<PartResult>),
+    Stream(PartSender),
 }
 
 impl Waiter {
@@ -60,7 +60,7 @@ pub(crate) enum Completed {
     Single(Option<Waker>),
     /// The request is a stream request (now out of the table): deliver the reply through its
     /// channel.
-    Stream(mpsc::Sender<PartResult>, Reply),
+    Stream(PartSender, Reply),
     /// No request is waiting for this ID (forgotten, or answered twice): drop the reply.
     Unknown,
 }
@@ -69,7 +69,7 @@ pub(crate) enum Completed {
 #[derive(Debug)]
 pub(crate) enum StreamResultTarget {
     /// To our stream request's receiver (an empty part ends it; its entry is then gone).
-    Stream(mpsc::Sender<PartResult>),
+    Stream(PartSender),
     /// The ID is not one of our stream requests (a single request's, or unknown).
     NotStream,
 }
@@ -196,10 +196,7 @@ impl Pending {
     /// reason from there): their tasks are returned to be woken, and the channels of stream
     /// requests to be failed, outside the lock. Returns `None` if it was already closed.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn close(
-        &mut self,
-        reason: CloseReason,
-    ) -> Option<(Vec<Waker>, Vec<mpsc::Sender<PartResult>>)> {
+    pub(crate) fn close(&mut self, reason: CloseReason) -> Option<(Vec<Waker>, Vec<PartSender>)> {
         if self.closed.is_some() {
             return None;
         }
@@ -230,8 +227,8 @@ impl Pending {
     }
 }
 /// Fails a stream request's channel because the connection closed.
-pub(crate) fn fail_stream(tx: &mpsc::Sender<PartResult>, reason: &CloseReason) {
-    let _ = tx.try_send(Err(Error::Closed(reason.clone())));
+pub(crate) fn fail_stream(tx: &PartSender, reason: &CloseReason) {
+    let _ = tx.send(Part::free(Err(Error::Closed(reason.clone()))));
 }
 
 #[cfg(test)]
@@ -244,7 +241,7 @@ mod tests {
             next: PRINTABLE_ID_SPACE - 1,
             ..Default::default()
         };
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::parts::channel();
         let a = p.insert(Waiter::Stream(tx.clone())).unwrap();
         assert_eq!(&a.0, b"ZZZZ");
         p.next = PRINTABLE_ID_SPACE - 1;
@@ -282,7 +279,7 @@ mod tests {
         let b = p.insert(Waiter::single(&waker)).unwrap();
         // `b` was answered before the close: its answer still counts.
         let _ = p.complete(b, Reply::Result(Bytes::new()));
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = crate::parts::channel();
         p.insert(Waiter::Stream(tx)).unwrap();
         let (wakers, streams) = p.close(CloseReason::PeerClosed).unwrap();
         assert_eq!((wakers.len(), streams.len()), (1, 1));
@@ -290,7 +287,7 @@ mod tests {
             .iter()
             .for_each(|tx| fail_stream(tx, &CloseReason::PeerClosed));
         assert!(matches!(
-            rx.try_recv(),
+            rx.try_recv().map(|p| p.data),
             Ok(Err(Error::Closed(CloseReason::PeerClosed)))
         ));
         assert_eq!(

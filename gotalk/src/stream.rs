@@ -9,12 +9,13 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use crate::error::{CloseReason, Error, PartResult, Result};
+use crate::error::{CloseReason, Error, Result};
 use crate::frame::{Message, Name, RequestId};
+use crate::parts::{self, PartReceiver};
 use crate::pending::Waiter;
 use crate::sock::Sock;
 
@@ -25,7 +26,7 @@ impl Sock {
     /// error from [`StreamReceiver::recv`].
     pub async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver)> {
         let op = Name::new(op)?;
-        let (tx, rx) = mpsc::channel(self.limits().stream_queue);
+        let (tx, rx) = parts::channel();
         let id = self.register(Waiter::Stream(tx))?;
         Ok((
             StreamSender::request(self.clone(), id, op),
@@ -36,13 +37,17 @@ impl Sock {
 
 /// Reads the parts of a stream, in order.
 ///
-/// Parts are buffered up to [`crate::Limits::stream_queue`]; beyond that the connection's reader
-/// waits for this receiver, so read promptly (or drop the receiver) to keep the connection
-/// flowing.
+/// Parts are buffered up to the connection's [`crate::Limits::stream_buffer`] (shared by all its
+/// streams); beyond that the connection's reader waits for receivers to take parts out, so read
+/// promptly (or drop the receiver) to keep the connection flowing. A stream handler's input
+/// fails with [`Error::Timeout`] when the peer sends no part for
+/// [`crate::Limits::stream_idle_timeout`].
 pub struct StreamReceiver {
-    rx: mpsc::Receiver<PartResult>,
+    rx: PartReceiver,
     sock: Sock,
     done: bool,
+    /// Longest wait for a part (a stream handler's input).
+    idle: Option<Duration>,
     /// For our own stream requests: the request to forget if this receiver is dropped early.
     request: Option<RequestId>,
 }
@@ -56,8 +61,10 @@ impl fmt::Debug for StreamReceiver {
 }
 
 impl StreamReceiver {
-    pub(crate) fn new(rx: mpsc::Receiver<PartResult>, sock: Sock) -> StreamReceiver {
+    /// A stream handler's input: the parts of the peer's stream request.
+    pub(crate) fn new(rx: PartReceiver, sock: Sock) -> StreamReceiver {
         StreamReceiver {
+            idle: sock.limits().stream_idle_timeout,
             rx,
             sock,
             done: false,
@@ -66,26 +73,36 @@ impl StreamReceiver {
     }
 
     /// A receiver for the results of our stream request `id`.
-    pub(crate) fn for_request(
-        rx: mpsc::Receiver<PartResult>,
-        sock: Sock,
-        id: RequestId,
-    ) -> StreamReceiver {
+    pub(crate) fn for_request(rx: PartReceiver, sock: Sock, id: RequestId) -> StreamReceiver {
         StreamReceiver {
             rx,
             sock,
             done: false,
+            idle: None,
             request: Some(id),
         }
     }
 
     /// The next part: `Ok(Some(part))`, `Ok(None)` at the end of the stream, or an error (the
-    /// peer answered with an error, or the connection closed before the end).
+    /// peer answered with an error, the connection closed before the end, or — for a stream
+    /// handler's input — the peer sent no part for [`crate::Limits::stream_idle_timeout`]).
     pub async fn recv(&mut self) -> Result<Option<Bytes>> {
         if self.done {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        let next = match self.idle {
+            None => self.rx.recv().await,
+            Some(t) => match tokio::time::timeout(t, self.rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // Further parts are dropped by the reader (it finds this end closed).
+                    self.done = true;
+                    self.rx.close();
+                    return Err(Error::Timeout("stream part"));
+                }
+            },
+        };
+        match next.map(|p| p.data) {
             Some(Ok(b)) if b.is_empty() => {
                 self.done = true;
                 Ok(None)

@@ -81,7 +81,10 @@ fn our_extra_s2c(name: &str) -> Vec<Vec<u8>> {
         // The reference allocates the announced 4 GiB; we refuse it before allocating anything.
         "huge-size-header" => vec![err(
             b"0001",
-            "payload too large (4294967295 bytes; limit 16777216)",
+            &format!(
+                "payload too large (4294967295 bytes; limit {})",
+                gotalk::limits::DEFAULT_MAX_PAYLOAD
+            ),
         )],
         _ => vec![],
     }

@@ -31,7 +31,7 @@ async fn a_burst_of_requests_cannot_pile_up_answers() {
 async fn never_reads(writes: usize) {
     let server = ChildServer::start(&ServerSpec {
         write_timeout_ms: Some(300),
-        write_queue: Some(16),
+        write_buffer: Some(16 << 10),
         buffer_requests: Some(8),
         ..Default::default()
     });

@@ -169,9 +169,10 @@ async fn streams_interleave_with_single_requests() {
 
 #[tokio::test]
 async fn stream_requests_to_a_peer_without_streams_get_an_error() {
-    let server = Server::bind("127.0.0.1:0", Config::new().handlers(handlers()))
-        .await
-        .unwrap();
+    let config = Config::new()
+        .handlers(handlers())
+        .limits(Limits::default().stream_requests(0));
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
     let s = client(&server, Handlers::new()).await;
     let (mut tx, mut rx) = s.stream_request("upper").await.unwrap();
     tx.write("a").await.unwrap();
@@ -402,7 +403,7 @@ async fn an_encoded_notification_reaches_every_peer_and_a_full_one_is_refused_at
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(s);
     });
-    let config = Config::new().limits(Limits::default().write_queue(4));
+    let config = Config::new().limits(Limits::default().write_buffer(4 << 10));
     let sock = gotalk::connect_with(&raw_addr, &config).await.unwrap();
     let big = gotalk::Notification::new("news", vec![b'x'; 1 << 20]).unwrap();
     let mut sent = 0;

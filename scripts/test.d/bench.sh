@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks are not tests: this only checks that the criterion benches compile and that the
-# matrix and the pool benchmarks run end to end (bench/matrix.sh --smoke, pool-bench --smoke).
-# No timing is asserted.
+# Benchmarks are not tests: this only checks that the criterion benches compile, that the
+# matrix runs end to end (bench/matrix.sh --smoke) and that rooms-bench and pool-bench run. No
+# timing is asserted.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 passed=0
@@ -30,6 +30,13 @@ for p in a f; do
   check "matrix --external point ($p) has figures" \
     grep -Eq "^\| $p \| [^|]+\| [^|]+\| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [^|]*\| [0-9.]+ \| [0-9.]+ \|" "$out"
 done
+# Rooms: a small fan-out (hub and hand loops) and cross-process latency through a redis-server
+# that rooms-bench starts itself; each must print its RESULT line.
+check "rooms-bench builds" cargo build --release -q -p gotalk-bench --bin rooms-bench
+check "rooms-bench fanout smoke" bash -c "timeout 120 target/release/rooms-bench --mode fanout \
+  --members 50 --broadcasts 20 --rounds 1 | tee '$out' | grep -Eq '^RESULT mode=fanout .*hub_per_s=[0-9]+'"
+check "rooms-bench latency smoke" bash -c "timeout 120 target/release/rooms-bench --mode latency \
+  --count 50 --interval-us 2000 | tee '$out' | grep -Eq '^RESULT mode=latency count=50 p50_us=[0-9]+'"
 # The pool benchmarks (bench/src/bin/pool-bench.rs): every part must print its figures.
 check "pool-bench --smoke" bash -c "target/release/pool-bench --smoke | tee '$out'"
 check "pool-bench scaling has figures" grep -Eq "^\| 4 \| 128 \| [0-9]+ \| [0-9.]+ \|" "$out"

@@ -3,6 +3,7 @@
 # the Rust WebSocket server (examples websocket-test-server, websocket-chat, websocket-minimal)
 # and the demo (`gotalk serve`).
 # Installs what it needs: Debian's chromium when /usr/bin/chromium is missing, npm packages.
+# rooms.test.js starts its own redis-server (scripts/test installs Debian's package).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -29,9 +30,19 @@ fi
 
 cd "$ROOT"
 echo "building the test servers"
-if ! cargo build --release -q -p gotalk --example websocket-test-server --example websocket-chat \
-    --example websocket-minimal || ! cargo build --release -q -p gotalk-cli --bin gotalk; then
+if ! cargo build --release -q -p gotalk --features redis --example websocket-test-server --example websocket-chat \
+    --example websocket-minimal --example typed-web || ! cargo build --release -q -p gotalk-cli --bin gotalk; then
   echo "cargo build failed"; result 0 1 1
+fi
+
+# typed-web --check drives its own page in headless Chromium (so it runs here, after the
+# install above, rather than with the other examples).
+self_checks_passed=0
+self_checks_failed=0
+if timeout 90 "$ROOT/target/release/examples/typed-web" --check; then
+  echo "example typed-web --check ... ok"; self_checks_passed=1
+else
+  echo "example typed-web --check ... FAILED"; self_checks_failed=1
 fi
 
 cd "$ROOT/gotalk/js/e2e"
@@ -42,4 +53,6 @@ p=$(grep -E '^# pass [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
 f=$(grep -E '^# fail [0-9]+' "$out" | awk '{s+=$3} END {print s+0}')
 rm -f "$out"
 [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+p=$((p + self_checks_passed)); f=$((f + self_checks_failed))
+[ "$self_checks_failed" -ne 0 ] && rc=1
 result "$p" "$f" "$rc"

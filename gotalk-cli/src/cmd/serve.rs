@@ -8,6 +8,7 @@
 //! it listens on and what it refuses is logged with `tracing` (stderr, `RUST_LOG`).
 
 mod chat;
+mod service;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -21,18 +22,23 @@ use gotalk::ws::axum::http::header;
 use gotalk::ws::axum::{response::Html, routing::get, Router};
 use gotalk::ws::{Endpoint, OriginPolicy, WsRequest};
 use gotalk::{CloseReason, Config, Handlers, Limits, Server, Sock};
-use serde::{Deserialize, Serialize};
 
 use self::chat::Chat;
+use self::service::{ChatIn, ChatMsg, Demo, DemoServer, GreetIn, GreetOut, Typing};
 use super::{err_line, fail, interrupted, out_line, CmdResult};
+use gotalk::rooms::{Hub, RedisAdapter};
 
 const HELP: &str = "\
 Browsers: pages served by this server may open WebSockets to it; pages of other origins get 403
 unless allowed with --allow-origin (or --allow-any-origin). Programs (no Origin header) may always
 connect.
 
-Logging: what the server listens on, refused WebSocket upgrades, disconnected chat members and
-connection errors are logged to stderr at level info. Set RUST_LOG to change it, e.g.
+Several processes, one chat: start each with --redis redis://HOST:PORT (the same Redis, their own
+--http and --tcp); a message posted on one reaches the pages of all. If Redis goes away, each
+process's chat goes on alone and joins the others again when Redis is back (logged).
+
+Logging: what the server listens on, refused WebSocket upgrades, disconnected chat members, Redis
+going away and coming back, and connection errors are logged to stderr at level info. Set RUST_LOG to change it, e.g.
 RUST_LOG=debug (every connection), RUST_LOG=warn (refusals only).";
 
 /// Arguments of `gotalk serve`.
@@ -53,6 +59,10 @@ pub struct ServeArgs {
     /// this server)
     #[arg(long, conflicts_with = "allow_origin")]
     pub allow_any_origin: bool,
+    /// Share the chat with the other `gotalk serve` processes using this Redis
+    /// (redis://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 /// `http://localhost:3000/` becomes `http://localhost:3000`; anything with a path, or without
@@ -136,37 +146,34 @@ fn is_loopback_host(host: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-#[derive(Deserialize)]
-struct GreetIn {
-    name: String,
-}
+/// The typed operations of the demo (see [`service`]).
+struct DemoImpl(Arc<Chat>);
 
-#[derive(Serialize)]
-struct GreetOut {
-    greeting: String,
-}
+impl Demo for DemoImpl {
+    async fn greet(&self, input: GreetIn) -> GreetOut {
+        GreetOut {
+            greeting: format!("Hello {}", input.name),
+        }
+    }
 
-#[derive(Deserialize)]
-struct ChatIn {
-    #[serde(default)]
-    name: String,
-    text: String,
-}
+    async fn chat_send(&self, input: ChatIn) -> Result<String, gotalk::HandlerError> {
+        self.0.post(&input.name, &input.text)?;
+        Ok("ok".into())
+    }
 
-#[derive(Deserialize)]
-struct TypingIn {
-    #[serde(default)]
-    name: String,
+    async fn chat_history(&self) -> Result<Vec<ChatMsg>, gotalk::HandlerError> {
+        // Kept encoded for the broadcasts; decoded here, once per page that (re)connects.
+        Ok(serde_json::from_slice(&self.0.history())?)
+    }
+
+    fn chat_typing(&self, sock: &Sock, input: Typing) {
+        self.0.typing(sock, &input.name)
+    }
 }
 
 fn handlers(chat: Arc<Chat>) -> Handlers {
     let mut h = Handlers::new();
     h.handle_buffer("echo", |_sock, _op, payload| async move { Ok(payload) });
-    h.handle("greet", |input: GreetIn| async move {
-        Ok(GreetOut {
-            greeting: format!("Hello {}", input.name),
-        })
-    });
     h.handle_stream(
         "stream-echo",
         |_sock, _op, mut input, mut output| async move {
@@ -176,23 +183,8 @@ fn handlers(chat: Arc<Chat>) -> Handlers {
             Ok(())
         },
     );
-    let c = chat.clone();
-    h.handle("chat/send", move |input: ChatIn| {
-        let c = c.clone();
-        async move {
-            c.post(&input.name, &input.text)?;
-            Ok("ok")
-        }
-    });
-    let c = chat.clone();
-    h.handle_notification_with_sock("chat/typing", move |sock: &Sock, t: TypingIn| {
-        c.typing(sock, &t.name)
-    });
-    // Any payload (or none) asks for the history.
-    h.handle_buffer("chat/history", move |_sock, _op, _payload| {
-        let c = chat.clone();
-        async move { Ok(c.history()) }
-    });
+    // greet, chat/send, chat/history (any payload, or none) and chat/typing.
+    h.service(DemoServer::new(DemoImpl(chat)));
     h
 }
 
@@ -204,7 +196,7 @@ fn config(chat: Arc<Chat>) -> Config {
         .limits(
             Limits::default()
                 .stream_requests(64)
-                .write_queue(chat::WRITE_QUEUE),
+                .write_buffer(chat::WRITE_BUFFER),
         )
         .on_open(move |sock| {
             tracing::debug!(peer = sock.peer_addr().unwrap_or("?"), "connection opened");
@@ -248,7 +240,12 @@ const FAVICON: &str = include_str!("serve/favicon.svg");
 
 pub async fn run(a: ServeArgs) -> CmdResult {
     init_logging();
-    let chat = Arc::new(Chat::default());
+    let hub = match &a.redis {
+        None => Hub::builder(),
+        Some(url) => Hub::builder()
+            .adapter(RedisAdapter::new(url).map_err(|e| fail(format!("--redis {url}: {e}")))?),
+    };
+    let chat = Arc::new(Chat::new(hub).map_err(|e| fail(format!("chat: {e}")))?);
     let config = config(chat);
     let tcp = if a.tcp == "off" {
         None
@@ -272,6 +269,8 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         at.trim_start_matches("tcp://").to_owned()
     });
     let page = PAGE.replace("{{CLI_ADDR}}", tcp_hp.as_deref().unwrap_or(""));
+    // The page's typed calls and handlers, generated from `service`.
+    let module = Bytes::from(service::page_module());
     let icon = || async {
         (
             [
@@ -284,6 +283,10 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     let endpoint = Endpoint::new(config).origin(origin_policy(&a, http));
     let app = Router::new()
         .route("/", get(move || async move { Html(page) }))
+        .route(
+            "/demo.js",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/javascript")], module) }),
+        )
         .route("/favicon.svg", get(icon))
         .route("/favicon.ico", get(icon))
         .merge(endpoint.router("/gotalk/"));
@@ -314,6 +317,10 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         "  web page   http://{http}/   (chat, and an echo/greet console)"
     ));
     out_line(&format!("  WebSocket  ws://{http}/gotalk/"));
+    if let Some(url) = &a.redis {
+        tracing::info!("sharing the chat through {url}");
+        out_line(&format!("  chat       shared through {url}"));
+    }
     let cli_addr = match &tcp_hp {
         Some(hp) => {
             out_line(&format!("  TCP        tcp://{hp}"));

@@ -31,6 +31,11 @@ const found: gotalk.BufferRequestHandler | null = h2.findRequestHandler('x');
 const nh: gotalk.BufferNotificationHandler | null = d.findNotificationHandler('x');
 const sh: gotalk.StreamRequestHandler | null = h.findStreamRequestHandler('x');
 
+// Generated service modules call through a Caller and register on a HandlerTarget.
+const targets: gotalk.HandlerTarget[] = [gotalk, h, gotalk.defaultHandlers];
+function caller(s: gotalk.Sock): gotalk.Caller { return s; }
+void targets; void caller;
+
 async function client() {
   const s: gotalk.Sock = gotalk.connection();
   const s2: gotalk.Sock = gotalk.connection('ws://h/gotalk/', { WebSocket: class {} , heartbeatInterval: 1000 });

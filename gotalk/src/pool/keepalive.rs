@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::frame::ProtocolErrorCode;
 use crate::sock::Sock;
 use crate::stream::{StreamReceiver, StreamSender};
-use crate::ProtocolErrorCode;
 
 use super::choose::{choose, Balance, Choice, Responder, ResponderStats};
 use super::options::{PoolOptions, RequestOptions};

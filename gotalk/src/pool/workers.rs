@@ -23,11 +23,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::{Error, HandlerError, Result};
+use crate::frame::ProtocolErrorCode;
 use crate::frame::MAX_NAME_LEN;
 use crate::handlers::Handlers;
 use crate::sock::Sock;
 use crate::stream::{StreamReceiver, StreamSender};
-use crate::ProtocolErrorCode;
 
 use super::choose::{choose, Choice, Responder, ResponderStats};
 use super::options::{PoolOptions, RequestOptions};

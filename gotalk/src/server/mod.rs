@@ -132,7 +132,7 @@ impl Server {
         let addr = match addr.parse::<Addr>()? {
             Addr::Tls(hp) | Addr::Tcp(hp) => hp,
             other => {
-                return Err(crate::Error::InvalidAddress {
+                return Err(crate::error::Error::InvalidAddress {
                     addr: other.to_string(),
                     reason: "Server::bind_tls serves tls://host:port addresses".into(),
                 })
@@ -166,7 +166,7 @@ impl Server {
                     Addr::Tls(_) => "use Server::bind_tls with the server's certificate",
                     _ => "Server::bind serves tcp:// and unix:// addresses",
                 };
-                return Err(crate::Error::InvalidAddress {
+                return Err(crate::error::Error::InvalidAddress {
                     addr: other.to_string(),
                     reason: reason.into(),
                 });

@@ -89,8 +89,9 @@ where
 /// are dropped on other threads). Buffers for large messages are allocated here instead, and
 /// kept once the reader has moved on from them, to be reused as soon as nothing else refers
 /// to them. Emptied when the connection has been idle for [`SPARES_KEPT`].
-#[derive(Default)]
 pub(super) struct Spares {
+    /// Most bytes the kept buffers may hold together.
+    max_bytes: usize,
     /// Kept buffers (emptied views of their allocations) and their allocation sizes.
     kept: Vec<(BytesMut, usize)>,
     /// Allocation size of the reader's current buffer, if it was allocated here.
@@ -99,6 +100,7 @@ pub(super) struct Spares {
 
 /// Most large buffers kept for reuse, and the most bytes they may hold together.
 const SPARES: usize = 4;
+/// Most bytes kept buffers may hold together, whatever the payload limit.
 const SPARE_BYTES: usize = 16 << 20;
 
 /// Messages needing at least this much room get their buffer from [`Spares`]; sizes are
@@ -108,7 +110,24 @@ pub(super) const SPARE_MIN: usize = 64 * 1024;
 /// How long an idle connection keeps its spare buffers.
 const SPARES_KEPT: Duration = Duration::from_millis(250);
 
+impl Default for Spares {
+    fn default() -> Spares {
+        Spares::new(u32::MAX)
+    }
+}
+
 impl Spares {
+    /// Spares for messages of at most `max_payload` bytes: [`SPARES`] buffers of that size at
+    /// most, and never more than [`SPARE_BYTES`] together.
+    pub(super) fn new(max_payload: u32) -> Spares {
+        let one = (max_payload as usize + SPARE_MIN).next_multiple_of(SPARE_MIN);
+        Spares {
+            max_bytes: (SPARES * one).min(SPARE_BYTES),
+            kept: Vec::new(),
+            current: 0,
+        }
+    }
+
     /// The reader has consumed all of `buf`: keep its allocation if it is one of ours.
     pub(super) fn consumed(&mut self, buf: &mut BytesMut) {
         if self.current > 0 {
@@ -119,7 +138,7 @@ impl Spares {
 
     fn keep(&mut self, mut old: BytesMut, size: usize) {
         let held: usize = self.kept.iter().map(|(_, n)| n).sum();
-        if self.kept.len() < SPARES && held + size <= SPARE_BYTES {
+        if self.kept.len() < SPARES && held + size <= self.max_bytes {
             old.clear();
             self.kept.push((old, size));
         }

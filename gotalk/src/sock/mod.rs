@@ -25,11 +25,12 @@
 mod buffers;
 mod open;
 mod reader;
+mod requests;
 mod writer;
 
 use std::any::Any;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -38,21 +39,19 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{CloseReason, Error, Result, Side};
-use crate::frame::{
-    Message, MsgType, Name, NameTooLong, ProtocolErrorCode, RequestId, MAX_NAME_LEN,
-};
+use crate::frame::{Message, Name, ProtocolErrorCode, RequestId};
 use crate::handlers::Handlers;
 use crate::limits::{Counters, Limits};
 use crate::notification::{check_payload_len, Notification};
 use crate::outbox::{poll_write_batch, Batch, Next, Outbox, Written};
-use crate::pending::{fail_stream, Pending, Reply, Waiter};
+use crate::parts::Budget;
+use crate::pending::{fail_stream, Pending, Waiter};
 
 /// What the writer does when the connection closes.
 #[derive(Debug, Clone, Default)]
@@ -97,10 +96,11 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// `heartbeat_load` while the load is computed from the requests in progress.
 const LOAD_AUTO: u32 = u32::MAX;
 
-/// What [`Sock::hold_until_closed`] holds: a value until the connection has fully closed,
-/// then nothing ever again (a value handed over late is dropped at once).
+/// What [`Sock::hold_until_closed`] holds: values until the connection has fully closed (a
+/// server's connection slot, a room hub's membership), then nothing ever again (a value handed
+/// over late is dropped at once).
 pub(super) enum Guard {
-    Open(Option<Box<dyn Any + Send>>),
+    Open(Vec<Box<dyn Any + Send>>),
     Done,
 }
 
@@ -113,6 +113,8 @@ pub(super) struct Inner {
     pub(super) handlers: Arc<Handlers>,
     pub(super) limits: Limits,
     pub(super) counters: Counters,
+    /// The bytes of stream parts buffered on this connection.
+    pub(super) stream_budget: Budget,
     /// The load our heartbeats report, or [`LOAD_AUTO`].
     pub(super) heartbeat_load: AtomicU32,
     pub(super) auto_retry: u32,
@@ -162,99 +164,6 @@ impl fmt::Debug for Sock {
 impl Sock {
     // ---- requests -------------------------------------------------------------------------
 
-    /// Sends request `op` with `input` encoded as JSON and decodes the JSON result.
-    pub async fn request<I, O>(&self, op: &str, input: &I) -> Result<O>
-    where
-        I: Serialize + ?Sized,
-        O: DeserializeOwned,
-    {
-        let payload = serde_json::to_vec(input)?;
-        let out = self.buffer_request(op, payload).await?;
-        Ok(serde_json::from_slice(&out)?)
-    }
-
-    /// Sends request `op` with a raw payload and returns the raw result.
-    ///
-    /// A RetryResult is retried automatically after the wait the peer asked for, up to the
-    /// configured number of times ([`Config::auto_retry`](crate::Config::auto_retry)); a wait
-    /// over [`MAX_RETRY_WAIT`] is not waited for, and the wait ends early (with
-    /// [`Error::Closed`]) if the connection closes.
-    ///
-    /// To give up after a while, wrap the call in a timeout: dropping the future frees its
-    /// request (a result arriving later is dropped and counted, see [`Sock::late_results`]).
-    /// Protocol v1 has no way to tell the peer to stop working on it.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> gotalk::Result<()> {
-    /// # let mut h = gotalk::Handlers::new();
-    /// # h.handle_buffer("echo", |_s, _op, p| async move { Ok(p) });
-    /// # let (sock, _peer) = gotalk::pipe_with(&gotalk::Config::new(), &gotalk::Config::new().handlers(h)).await?;
-    /// let answer = tokio::time::timeout(Duration::from_secs(5), sock.buffer_request("echo", "hi"))
-    ///     .await
-    ///     .map_err(|_| gotalk::Error::Timeout("echo"))??;
-    /// assert_eq!(&answer[..], b"hi");
-    /// # Ok(()) }
-    /// ```
-    pub async fn buffer_request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes> {
-        let payload = payload.into();
-        let mut retries = 0;
-        loop {
-            match self.request_once(op, &payload).await {
-                Err(Error::Retry { wait, .. })
-                    if retries < self.inner.auto_retry && wait <= self.inner.max_retry_wait =>
-                {
-                    retries += 1;
-                    self.inner.retries.fetch_add(1, Ordering::Relaxed);
-                    if let Some(cb) = &self.inner.callbacks.retry {
-                        cb(self, op, wait, retries);
-                    }
-                    tracing::debug!(op = %op, ?wait, retries, "retrying request");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        reason = self.closing() => return Err(Error::Closed(reason)),
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends request `op` once: a RetryResult is returned as [`Error::Retry`], whatever
-    /// [`Config::auto_retry`](crate::Config::auto_retry) says (for layers that retry elsewhere,
-    /// such as a pool). Takes the payload by reference so that trying again needs no copy of
-    /// the handle.
-    pub(crate) async fn request_once(&self, op: &str, payload: &Bytes) -> Result<Bytes> {
-        if op.len() > MAX_NAME_LEN {
-            return Err(NameTooLong(op.len()).into());
-        }
-        check_payload_len(payload.len())?;
-        let reply = Call {
-            sock: self,
-            op,
-            payload,
-            id: None,
-        }
-        .await;
-        match reply {
-            Ok(Reply::Result(b)) => Ok(b),
-            Ok(Reply::Error(text)) => {
-                Err(Error::Remote(String::from_utf8_lossy(&text).into_owned()))
-            }
-            Ok(Reply::Retry(wait_ms, text)) => Err(Error::Retry {
-                wait: Duration::from_millis(u64::from(wait_ms)),
-                message: String::from_utf8_lossy(&text).into_owned(),
-            }),
-            Ok(Reply::UnexpectedStream) => Err(Error::UnexpectedStream),
-            Ok(Reply::TooLarge(size)) => Err(Error::PayloadTooLarge {
-                size: size as usize,
-                limit: self.inner.limits.max_payload as usize,
-            }),
-            Err(reason) => Err(Error::Closed(reason)),
-        }
-    }
-
     /// Sends notification `name` with `value` encoded as JSON.
     pub async fn notify<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         self.buffer_notify(name, serde_json::to_vec(value)?).await
@@ -284,7 +193,10 @@ impl Sock {
             return Err(Error::Full);
         }
         s.out.batch().push_encoded(&n.header, &n.payload);
-        let next = s.out.queued(true);
+        // Left to the writer task, never written here: a broadcast to thousands of connections
+        // would make one syscall per member in a row on the sender's thread, where the writer
+        // tasks spread them over every core and gather the notifications that arrive meanwhile.
+        let next = s.out.queued(false);
         drop(guard);
         self.carry_out(next);
         Ok(())
@@ -476,8 +388,13 @@ impl Sock {
     pub(crate) fn hold_until_closed(&self, value: Box<dyn Any + Send>) {
         let mut guard = self.inner.guard.lock().unwrap_or_else(|e| e.into_inner());
         if let Guard::Open(held) = &mut *guard {
-            *held = Some(value);
+            held.push(value);
         }
+    }
+
+    /// An identifier for this connection, unique among open connections of the process.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Lets go of what [`Sock::hold_until_closed`] holds, for good.
@@ -543,22 +460,23 @@ impl Sock {
         .await
     }
 
-    /// Queues the answers of request handlers, giving their `slots` request slots back just
-    /// before (or when the connection turns out to be closed).
+    /// Queues the answers of request handlers, giving their `slots` request slots and the
+    /// `bytes` they hold back just before (or when the connection turns out to be closed).
     ///
     /// The slots are held until the outbox has room: a peer that does not read its results
     /// must not be able to make finished handlers pile up, each holding its result, beyond the
-    /// request limit. They are given back before the answers are queued, so a requestor that
+    /// request limits. They are given back before the answers are queued, so a requestor that
     /// sends its next request as soon as it has a result is not turned away.
     pub(super) async fn answer(
         &self,
         direct: bool,
-        slots: u32,
+        (slots, bytes): (u32, usize),
         stream: bool,
         encode: impl FnOnce(&mut Batch),
     ) {
         let counters = &self.inner.counters;
-        let release = || (0..slots).for_each(|_| counters.release(stream));
+        let release =
+            || (0..slots).for_each(|i| counters.release(stream, if i == 0 { bytes } else { 0 }));
         let queued = self
             .queue(direct, |b| {
                 release();
@@ -570,16 +488,26 @@ impl Sock {
         }
     }
 
-    /// Queues a request handler's final answer (if any), giving its request slot back.
-    pub(super) async fn answer_and_release(&self, msg: Option<Message>, stream: bool) {
+    /// Queues a request handler's final answer (if any), giving its request slot back and the
+    /// `bytes` its request held; its answer holds its own bytes until queued.
+    pub(super) async fn answer_and_release(
+        &self,
+        msg: Option<Message>,
+        stream: bool,
+        bytes: usize,
+    ) {
+        let counters = &self.inner.counters;
         match msg {
             // A lone handler's answer is written right away; answers of several handlers
             // finishing together are gathered by the writer task.
             Some(msg) => {
-                let lone = self.inner.counters.in_progress() <= 1;
-                self.answer(lone, 1, stream, |b| b.push(&msg)).await;
+                let size = msg.payload().len();
+                counters.hold(size);
+                let lone = counters.in_progress() <= 1;
+                self.answer(lone, (1, bytes + size), stream, |b| b.push(&msg))
+                    .await;
             }
-            None => self.inner.counters.release(stream),
+            None => counters.release(stream, bytes),
         }
     }
 
@@ -613,10 +541,12 @@ impl Sock {
             Poll::Pending => (Written::Partly, None),
             Poll::Ready(Err(e)) => (Written::Failed, Some(e)),
         };
-        let writer = self.shared().out.written(batch, how);
-        if let Some(w) = writer {
-            w.wake();
-        }
+        let (writer, senders) = {
+            let mut s = self.shared();
+            let writer = s.out.written(batch, how);
+            (writer, s.out.take_room_waiters(false))
+        };
+        writer.into_iter().chain(senders).for_each(Waker::wake);
         if let Some(e) = failed {
             self.shutdown(CloseReason::io(&e), None);
         }
@@ -640,65 +570,6 @@ impl Sock {
         self.inner.closing.send_replace(Some(Closing { last }));
         if let Some(cb) = &self.inner.callbacks.close {
             cb(self, &reason);
-        }
-    }
-}
-
-/// One single-result request on its way: registered and queued in one step when first polled,
-/// then waiting in the pending table until the reader stores its reply there. Dropped early
-/// (say, by a caller's timeout), it takes its entry out of the table.
-struct Call<'a> {
-    sock: &'a Sock,
-    op: &'a str,
-    payload: &'a Bytes,
-    /// Set once the request is queued.
-    id: Option<RequestId>,
-}
-
-impl Future for Call<'_> {
-    type Output = std::result::Result<Reply, CloseReason>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let mut guard = this.sock.shared();
-        let s = &mut *guard;
-        if let Some(id) = this.id {
-            return match s.pending.poll_single(id, cx.waker()) {
-                Some(reply) => {
-                    this.id = None;
-                    Poll::Ready(reply)
-                }
-                None => Poll::Pending,
-            };
-        }
-        if let Some(r) = s.pending.closed() {
-            return Poll::Ready(Err(r.clone()));
-        }
-        if !s.out.poll_room(cx.waker()) {
-            return Poll::Pending;
-        }
-        let id = match s.pending.insert(Waiter::single(cx.waker())) {
-            Ok(id) => id,
-            Err(r) => return Poll::Ready(Err(r)),
-        };
-        s.out
-            .batch()
-            .push_request(MsgType::SingleRequest, id, this.op, this.payload);
-        // A lone request is written right away; with others in flight, the writer task
-        // gathers them into one write.
-        let lone = s.pending.len() == 1;
-        let next = s.out.queued(lone);
-        drop(guard);
-        this.id = Some(id);
-        this.sock.carry_out(next);
-        Poll::Pending
-    }
-}
-
-impl Drop for Call<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.sock.shared().pending.remove(id);
         }
     }
 }

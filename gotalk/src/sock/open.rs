@@ -20,6 +20,7 @@ use crate::error::{CloseReason, Error, Result, Side};
 use crate::frame::{encode_version, Message, ProtocolErrorCode, PROTOCOL_VERSION};
 use crate::limits::Counters;
 use crate::outbox::Outbox;
+use crate::parts::Budget;
 use crate::pending::Pending;
 
 impl Sock {
@@ -63,7 +64,7 @@ impl Sock {
         let limits = config.limits.clone();
         let (closing_tx, closing_rx) = watch::channel(None);
         // Our protocol version goes first, whoever writes first.
-        let mut out = Outbox::new(limits.write_queue);
+        let mut out = Outbox::new(limits.write_buffer);
         let mut version = BytesMut::with_capacity(2);
         encode_version(&mut version, PROTOCOL_VERSION);
         out.batch().push_raw(&version);
@@ -78,6 +79,7 @@ impl Sock {
                 closing: closing_tx,
                 finished: watch::channel(false).0,
                 handlers: config.handlers_or_default(),
+                stream_budget: Budget::new(limits.stream_buffer),
                 limits,
                 counters: Counters::default(),
                 heartbeat_load: AtomicU32::new(LOAD_AUTO),
@@ -86,7 +88,7 @@ impl Sock {
                 peer_addr,
                 transport_info,
                 data: parking_lot::Mutex::new(Vec::new()),
-                guard: Mutex::new(Guard::Open(None)),
+                guard: Mutex::new(Guard::Open(Vec::new())),
                 callbacks: config.callbacks.clone(),
                 opened: Instant::now(),
                 peer_heartbeat: AtomicU64::new(0),

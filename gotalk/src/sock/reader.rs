@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::AsyncRead;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::buffers::{read_more, Spares, READ_CHUNK, RESERVE_MAX, SPARE_MIN};
@@ -23,10 +23,11 @@ use super::writer::BATCH;
 use super::{panic_message, Closing, Sock};
 use crate::codec::{DecodeError, Decoder};
 use crate::decide::{self, decide, error_result, Action, Ctx};
-use crate::error::{CloseReason, Error, PartResult, Result, Side};
+use crate::error::{CloseReason, Error, Result, Side};
 use crate::frame::{Message, Name, ProtocolErrorCode, RequestId};
 use crate::handlers::{BufferHandler, StreamHandler};
 use crate::incoming::IncomingStreams;
+use crate::parts::{self, Part, PartSender};
 use crate::pending::{Completed, Reply, StreamResultTarget};
 use crate::stream::{StreamReceiver, StreamSender};
 
@@ -50,10 +51,10 @@ pub(super) async fn reader_task<R>(
     let mut reader = Reader {
         sock: sock.clone(),
         answers: Vec::new(),
-        held: 0,
+        held: (0, 0),
         replies: Vec::new(),
         wake: Vec::new(),
-        spares: Spares::default(),
+        spares: Spares::new(limits.max_payload),
         decoder: Decoder::new(limits.max_payload),
         streams: IncomingStreams::default(),
         handshake: Some(handshake),
@@ -186,8 +187,8 @@ struct Reader {
     /// Answers to the peer's requests from the last read (of handlers that finished while the
     /// reader ran them, and refusals), queued after each read.
     answers: Vec<Message>,
-    /// Request slots still held by answers in `answers`.
-    held: u32,
+    /// Request slots, and the bytes of their requests, still held by answers in `answers`.
+    held: (u32, usize),
     /// Results of our requests from the last read, handed to their tasks together.
     replies: Vec<(RequestId, Reply)>,
     /// The tasks of the requests completed by `replies`, woken once the lock is let go.
@@ -266,9 +267,13 @@ impl Reader {
                 op,
                 payload,
                 handler,
-            } => self.start_stream(id, op, payload, handler),
+            } => self.start_stream(id, op, payload, handler).await,
             Action::Part { id, to, part, last } => {
-                if to.send(part).await.is_err() && !last {
+                let part = match part {
+                    Ok(payload) => sock.inner.stream_budget.part(payload).await,
+                    Err(e) => Part::free(Err(e)),
+                };
+                if to.send(part).is_err() && !last {
                     // The handler finished early; drop the rest of its input.
                     self.streams.ignore(id);
                 }
@@ -278,7 +283,7 @@ impl Reader {
                 match target {
                     StreamResultTarget::Stream(tx) => {
                         // An empty part is the end marker for the receiver.
-                        let _ = tx.send(Ok(payload)).await;
+                        let _ = tx.send(sock.inner.stream_budget.part(payload).await);
                     }
                     StreamResultTarget::NotStream => {
                         // `S` for a single-result request (if it is one of ours).
@@ -353,12 +358,12 @@ impl Reader {
 
     /// A single reply to one of our stream requests: the part (if any) then the end, or the
     /// error.
-    async fn deliver_to_stream(&self, tx: mpsc::Sender<PartResult>, reply: Reply) {
+    async fn deliver_to_stream(&self, tx: PartSender, reply: Reply) {
         let item = match reply {
             Reply::Result(b) => {
                 // A single result to a stream request: one part, then the end.
                 if !b.is_empty() {
-                    let _ = tx.send(Ok(b)).await;
+                    let _ = tx.send(self.sock.inner.stream_budget.part(b).await);
                 }
                 Ok(Bytes::new())
             }
@@ -373,7 +378,7 @@ impl Reader {
                 limit: self.sock.inner.limits.max_payload as usize,
             }),
         };
-        let _ = tx.send(item).await;
+        let _ = tx.send(Part::free(item));
     }
 
     /// Runs request `id`'s handler until it first has to wait. Most handlers (an echo, a
@@ -388,6 +393,7 @@ impl Reader {
         handler: std::sync::Arc<BufferHandler>,
     ) {
         let sock = &self.sock;
+        let size = payload.len();
         let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut fut = handler(sock.clone(), op.clone(), payload);
             let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
@@ -403,7 +409,7 @@ impl Reader {
                 tokio::spawn(async move {
                     let res = AssertUnwindSafe(fut).catch_unwind().await;
                     let msg = request_answer(id, &op, res);
-                    sock.answer_and_release(Some(msg), false).await;
+                    sock.answer_and_release(Some(msg), false, size).await;
                 });
                 return;
             }
@@ -411,7 +417,8 @@ impl Reader {
         };
         // The answer keeps its request slot until it is queued (see `flush_answers`): a burst
         // of requests in one read must not pile up more answers than the request limit allows.
-        self.held += 1;
+        self.held.0 += 1;
+        self.held.1 += size;
         self.answers.push(request_answer(id, &op, res));
     }
 
@@ -433,7 +440,7 @@ impl Reader {
     }
 
     /// Opens stream `id` and runs its handler in a task of its own.
-    fn start_stream(
+    async fn start_stream(
         &mut self,
         id: RequestId,
         op: Name,
@@ -441,9 +448,9 @@ impl Reader {
         handler: std::sync::Arc<StreamHandler>,
     ) {
         let sock = self.sock.clone();
-        let (tx, rx) = mpsc::channel(sock.inner.limits.stream_queue);
+        let (tx, rx) = parts::channel();
         if !payload.is_empty() {
-            let _ = tx.try_send(Ok(payload));
+            let _ = tx.send(sock.inner.stream_budget.part(payload).await);
         }
         self.streams.open(id, tx);
         let input = StreamReceiver::new(rx, sock.clone());
@@ -465,7 +472,7 @@ impl Reader {
                     Some(error_result(id, format!("handler panicked: {text}")))
                 }
             };
-            sock.answer_and_release(msg, true).await;
+            sock.answer_and_release(msg, true, 0).await;
         });
     }
 }

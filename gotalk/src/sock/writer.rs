@@ -2,11 +2,12 @@
 //! load, many messages gathered into one vectored write; when the peer is slow to read, with
 //! the write timeout), sends heartbeats, and flushes the last words when the connection closes.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{heartbeat, Closing, Sock};
 use crate::error::CloseReason;
@@ -25,6 +26,8 @@ pub(super) async fn writer_task(
     let mut spare = Batch::default();
     // Whether the last write carried more than one item.
     let mut busy = false;
+    // Whether a write failed (the transport, or the peer not reading).
+    let mut failed = false;
     let mut heartbeats = heartbeat_every.map(|every| {
         let mut t = tokio::time::interval(every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,11 +58,19 @@ pub(super) async fn writer_task(
         busy = items > 1;
         if let Err(e) = write_out(&sock, &mut batch, write_timeout).await {
             sock.shutdown(CloseReason::io(&e), None);
+            // The peer does not take what we write: nothing more is written to it.
+            failed = true;
             break;
         }
-        sock.shared().out.task_done(&mut spare, batch);
+        let senders = {
+            let mut s = sock.shared();
+            s.out.task_done(&mut spare, batch);
+            s.out.take_room_waiters(false)
+        };
+        senders.into_iter().for_each(Waker::wake);
     }
-    // Closing: once no sender is writing, write what is queued, then the last word.
+    // Closing: once no sender is writing, write what is queued, then the last word (with the
+    // same rule: given up when the peer reads nothing for the write timeout).
     let mut last = closing.borrow().as_ref().and_then(|c| c.last.clone());
     let rest = poll_fn(|cx| {
         if sock.shared().out.poll_work(cx.waker(), true) {
@@ -69,7 +80,15 @@ pub(super) async fn writer_task(
         }
         Poll::Pending
     });
-    if let Ok(mut batch) = tokio::time::timeout(Duration::from_secs(1), rest).await {
+    let rest = async {
+        match failed {
+            true => None,
+            false => tokio::time::timeout(Duration::from_secs(1), rest)
+                .await
+                .ok(),
+        }
+    };
+    if let Some(mut batch) = rest.await {
         if let Some(m) = last.take() {
             batch.push(&m);
         }
@@ -118,20 +137,33 @@ impl Sock {
     }
 }
 
-/// Writes `batch` (and flushes), failing if the peer does not take it within `timeout`.
+/// Writes `batch` (and flushes), failing if the peer takes nothing of it for `timeout`: a
+/// slow reader that keeps reading is never cut off, one that stops is.
 async fn write_out(
     sock: &Sock,
     batch: &mut Batch,
     timeout: Option<Duration>,
 ) -> std::io::Result<()> {
-    let io = poll_fn(|cx| poll_write_batch(sock.io().as_mut(), cx, batch));
-    match timeout {
-        Some(t) => tokio::time::timeout(t, io).await.unwrap_or_else(|_| {
-            Err(std::io::Error::new(
+    let Some(t) = timeout else {
+        return poll_fn(|cx| poll_write_batch(sock.io().as_mut(), cx, batch)).await;
+    };
+    let mut stall = std::pin::pin!(tokio::time::sleep(t));
+    let mut seen = batch.progress();
+    poll_fn(|cx| {
+        if let Poll::Ready(res) = poll_write_batch(sock.io().as_mut(), cx, batch) {
+            return Poll::Ready(res);
+        }
+        if batch.progress() > seen {
+            seen = batch.progress();
+            stall.as_mut().reset(Instant::now() + t);
+        }
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("peer did not read for {t:?}"),
-            ))
-        }),
-        None => io.await,
-    }
+                format!("peer read nothing for {t:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }

@@ -30,7 +30,7 @@ pub async fn connect_with(addr: &str, config: &Config) -> Result<Sock> {
         Addr::WebSocket(url) => ws::connect(&url, config).await,
         // Reachable when a transport's feature is off.
         #[allow(unreachable_patterns)]
-        other => Err(crate::Error::InvalidAddress {
+        other => Err(crate::error::Error::InvalidAddress {
             addr: other.to_string(),
             reason: "this transport is not available in this build".into(),
         }),

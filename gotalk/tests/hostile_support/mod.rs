@@ -224,7 +224,8 @@ pub struct ServerSpec {
     pub stream_requests: Option<u32>,
     pub read_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
-    pub write_queue: Option<usize>,
+    pub write_buffer: Option<usize>,
+    pub stream_idle_timeout_ms: Option<u64>,
     /// Address to bind in the child (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0/gotalk/`.
     pub bind: Option<String>,
     /// [`ServerOptions`] fields; `None` keeps the default.
@@ -261,7 +262,11 @@ impl ServerSpec {
             "GT_WRITE_TIMEOUT_MS",
             self.write_timeout_ms.map(|x| x.to_string()),
         );
-        put("GT_WRITE_QUEUE", self.write_queue.map(|x| x.to_string()));
+        put("GT_WRITE_BUFFER", self.write_buffer.map(|x| x.to_string()));
+        put(
+            "GT_STREAM_IDLE_MS",
+            self.stream_idle_timeout_ms.map(|x| x.to_string()),
+        );
         put("GT_BIND", self.bind.clone());
         put(
             "GT_MAX_CONNECTIONS",
@@ -292,7 +297,8 @@ impl ServerSpec {
             stream_requests: get("GT_STREAM_REQUESTS"),
             read_timeout_ms: get("GT_READ_TIMEOUT_MS"),
             write_timeout_ms: get("GT_WRITE_TIMEOUT_MS"),
-            write_queue: get("GT_WRITE_QUEUE"),
+            write_buffer: get("GT_WRITE_BUFFER"),
+            stream_idle_timeout_ms: get("GT_STREAM_IDLE_MS"),
             bind: get("GT_BIND"),
             max_connections: get("GT_MAX_CONNECTIONS"),
             max_connections_per_address: get("GT_MAX_CONNECTIONS_PER_ADDRESS"),
@@ -339,8 +345,11 @@ impl ServerSpec {
         if let Some(x) = self.write_timeout_ms {
             l = l.write_timeout(Some(Duration::from_millis(x)));
         }
-        if let Some(x) = self.write_queue {
-            l = l.write_queue(x);
+        if let Some(x) = self.write_buffer {
+            l = l.write_buffer(x);
+        }
+        if let Some(x) = self.stream_idle_timeout_ms {
+            l = l.stream_idle_timeout(Some(Duration::from_millis(x)));
         }
         l
     }
@@ -353,6 +362,7 @@ impl ServerSpec {
 /// - `hold` (buffer): waits until `release` is called (on any connection), returns `held`;
 /// - `release` (buffer): lets every `hold` (past and future) return;
 /// - `sink` (stream): reads parts until the end, returns their total size;
+/// - `stall` (stream): never reads its parts, never ends (until the connection does);
 /// - `stats` (JSON): the server's connections, fds, memory and tasks, see [`Stats`].
 pub fn handlers(server: std::sync::Arc<std::sync::OnceLock<Server>>) -> Handlers {
     let mut h = Handlers::new();
@@ -392,6 +402,10 @@ pub fn handlers(server: std::sync::Arc<std::sync::OnceLock<Server>>) -> Handlers
         }
         output.write(total.to_string()).await?;
         output.end().await?;
+        Ok(())
+    });
+    h.handle_stream("stall", |sock, _op, _input, _output| async move {
+        sock.closing().await;
         Ok(())
     });
     h.handle_with_sock("stats", move |sock, (): ()| {
@@ -587,3 +601,21 @@ pub async fn stats(addr: &str) -> Stats {
     sock.close();
     s
 }
+
+/// The most memory one connection can make a server hold, by the formula of SECURITY.md ("What
+/// a connection can cost"), for limits `l` and handlers whose largest answer is `answer` bytes.
+pub fn connection_bound(l: &Limits, answer: usize) -> u64 {
+    let p = l.max_payload as u64;
+    let answer = answer as u64;
+    let state = 8 << 10;
+    let read = p + (64 << 10);
+    let kept = (4 * (p + (64 << 10))).min(16 << 20);
+    let requests = l.request_bytes as u64 + p + u64::from(l.buffer_requests) * answer;
+    let output = l.write_buffer as u64 + answer.max(64 << 10);
+    let streams = l.stream_buffer as u64 + p;
+    state + read + kept + requests + output + streams
+}
+
+/// What a process may grow by beyond the connections' own memory in an attack: the allocator's
+/// arenas of the runtime's threads, the tasks and buffers of the test's own connections.
+pub const PROCESS_SLACK: u64 = 24 << 20;

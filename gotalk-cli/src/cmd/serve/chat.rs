@@ -1,20 +1,23 @@
-//! The demo's chat: one room, and every connection (page or program) is in it.
+//! The demo's chat: one room of a [`Hub`], and every connection (page or program) is in it.
+//! With `--redis`, the hubs of several `gotalk serve` processes share it through Redis: a
+//! message posted on one reaches the members of all, and each keeps every message in its
+//! history. Ids increase by one per process; a message names its process (`node`).
 //!
-//! A post is encoded once ([`Notification`]) and queued on every member with
-//! [`Sock::try_notify`], which never waits: no task per recipient, and a member that does not
+//! A post is encoded once ([`Notification`]) and queued on every member by the hub
+//! ([`Sock::try_notify`]), which never waits: no task per recipient, and a member that does not
 //! read cannot hold up the poster. A member whose write queue is full **misses the message**
-//! (skip and count): it is logged the first time, and when it leaves with how many it missed.
+//! (the hub's skip-and-count policy): it is logged the first time, and when it leaves with how
+//! many it missed.
 //! It is not disconnected, so a reader that stalls for a moment during a flood stays in the
 //! room; the page notices the gap in the ids and fetches the history. A
 //! member that never reads is closed by the library's write timeout (no progress for 30 s).
-//! Until then it holds at most [`WRITE_QUEUE`] messages of at most `MAX_WIRE` bytes each, a
-//! few times over (the queue, the batch being written, the WebSocket layer's copy):
+//! Until then it holds at most [`WRITE_BUFFER`] bytes (queued and being written) plus one
+//! message of at most `MAX_WIRE` bytes, and the WebSocket layer's copy of what is being written:
 //! `tests/serve.rs` derives the bound and checks it against the server's memory.
 //!
-//! Fan-outs take turns (one lock), so every member gets the messages in the order of their
-//! ids, which is the order of the history: a page that fetches the history while messages
-//! arrive can merge the two by id. The room itself is not locked while queuing: a write that
-//! fails closes its connection there and then, and `on_close` leaves the room.
+//! Fan-outs take turns (one lock), so every member gets a process's messages in the order of
+//! their ids, which is the order of the history: a page that fetches the history while
+//! messages arrive can merge the two by process and id.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gotalk::{Error, HandlerError, Notification, Sock};
+use gotalk::rooms::{Hub, HubBuilder};
+use gotalk::{HandlerError, Notification, Sock};
 use gotalk_cli::util::rfc3339;
 use serde::Serialize;
 
@@ -32,20 +36,24 @@ pub const HISTORY: usize = 100;
 pub const MAX_TEXT: usize = 2000;
 /// Longest name, in bytes.
 pub const MAX_NAME: usize = 40;
-/// Messages a connection may have waiting to be written (the library's `write_queue`): a chat
+/// Bytes a connection may have waiting to be written (the library's `write_buffer`): a chat
 /// member that falls this far behind misses messages until it catches up.
-pub const WRITE_QUEUE: usize = 64;
+pub const WRITE_BUFFER: usize = 128 << 10;
 /// Largest `chat/msg` notification on the wire: the text and the name with every byte
 /// escaped in two (control characters are removed, so `"` and `\` are the worst case), the
-/// id, time and field names, and the message header.
+/// id, node, time and field names, and the message header.
 #[cfg(test)]
-pub const MAX_WIRE: usize = 2 * (MAX_TEXT + MAX_NAME) + 128;
+pub const MAX_WIRE: usize = 2 * (MAX_TEXT + MAX_NAME) + 160;
+/// The hub's room.
+const ROOM: &str = "chat";
 
 /// One chat message as pages receive it (`chat/msg`) and as the history lists it.
 #[derive(Serialize)]
 struct ChatMsg<'a> {
-    /// Increases by one per message, from 1 when the server starts.
+    /// Increases by one per message of this process, from 1 when it starts.
     id: u64,
+    /// The process that posted it (its hub's node id, 16 hex digits).
+    node: &'a str,
     name: &'a str,
     text: &'a str,
     time: String,
@@ -56,25 +64,21 @@ struct Typing<'a> {
     name: &'a str,
 }
 
-struct Member {
-    sock: Sock,
-    /// Messages it missed because its queue was full.
-    missed: AtomicU64,
-}
+/// Messages a member missed because its queue was full (its connection's user data).
+struct Missed(AtomicU64);
 
 #[derive(Default)]
 struct Room {
-    /// Replaced, not changed, when someone joins or leaves: a fan-out takes it without a copy.
-    members: Arc<Vec<Arc<Member>>>,
-    /// The last [`HISTORY`] messages, as encoded for `chat/msg`.
+    /// The last [`HISTORY`] messages, as encoded for `chat/msg`, from every process.
     history: VecDeque<Bytes>,
     last_id: u64,
 }
 
 /// The chat room.
-#[derive(Default)]
 pub struct Chat {
-    room: Mutex<Room>,
+    hub: Hub,
+    node: String,
+    room: Arc<Mutex<Room>>,
     /// Held for a whole fan-out.
     turn: Mutex<()>,
 }
@@ -83,29 +87,59 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn remember(room: &Mutex<Room>, msg: Bytes) {
+    let mut room = lock(room);
+    if room.history.len() == HISTORY {
+        room.history.pop_front();
+    }
+    room.history.push_back(msg);
+}
+
 impl Chat {
-    /// A connection opened: it hears every message from now on.
-    pub fn join(&self, sock: &Sock) {
-        let mut room = lock(&self.room);
-        let mut members = Vec::clone(&room.members);
-        members.push(Arc::new(Member {
-            sock: sock.clone(),
-            missed: AtomicU64::new(0),
-        }));
-        room.members = Arc::new(members);
+    /// The chat, alone or (with a hub built with an adapter) shared with other processes.
+    pub fn new(hub: HubBuilder) -> gotalk::Result<Chat> {
+        let room = Arc::new(Mutex::new(Room::default()));
+        let r = room.clone();
+        let hub = hub
+            // Messages from other processes go into the history too.
+            .on_remote(move |_, n| {
+                if n.name() == "chat/msg" {
+                    remember(&r, n.payload().clone());
+                }
+            })
+            .on_full(|sock| {
+                let Some(missed) = sock.data::<Missed>() else {
+                    return;
+                };
+                if missed.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::info!(
+                        peer = sock.peer_addr().unwrap_or("?"),
+                        "chat member does not read: it misses messages while \
+                         {WRITE_BUFFER} bytes wait for it"
+                    );
+                }
+            })
+            .build()?;
+        Ok(Chat {
+            node: format!("{:016x}", hub.node_id()),
+            hub,
+            room,
+            turn: Mutex::default(),
+        })
     }
 
-    /// A connection closed.
+    /// A connection opened: it hears every message from now on (until it closes).
+    pub fn join(&self, sock: &Sock) {
+        sock.insert_data(Missed(AtomicU64::new(0)));
+        // Fails only if it has closed already.
+        let _ = self.hub.join(sock, ROOM);
+    }
+
+    /// A connection closed (the hub lets it go by itself).
     pub fn leave(&self, sock: &Sock) {
-        let mut room = lock(&self.room);
-        let Some(i) = room.members.iter().position(|m| m.sock.same_as(sock)) else {
-            return;
-        };
-        let mut members = Vec::clone(&room.members);
-        let gone = members.remove(i);
-        room.members = Arc::new(members);
-        drop(room);
-        let missed = gone.missed.load(Ordering::Relaxed);
+        let missed = sock
+            .data::<Missed>()
+            .map_or(0, |m| m.0.load(Ordering::Relaxed));
         if missed > 0 {
             tracing::info!(
                 peer = sock.peer_addr().unwrap_or("?"),
@@ -126,11 +160,12 @@ impl Chat {
             name = "anonymous".into();
         }
         let _turn = lock(&self.turn);
-        let (id, n, members) = {
+        let (id, n) = {
             let mut room = lock(&self.room);
             let id = room.last_id + 1;
             let msg = ChatMsg {
                 id,
+                node: &self.node,
                 name: &name,
                 text: &text,
                 time: rfc3339(SystemTime::now()),
@@ -141,9 +176,9 @@ impl Chat {
                 room.history.pop_front();
             }
             room.history.push_back(n.payload().clone());
-            (id, n, room.members.clone())
+            (id, n)
         };
-        fan_out(&members, &n, None);
+        let _ = self.hub.to(ROOM).send(&n);
         Ok(id)
     }
 
@@ -157,8 +192,7 @@ impl Chat {
             return;
         };
         let _turn = lock(&self.turn);
-        let members = lock(&self.room).members.clone();
-        fan_out(&members, &n, Some(from));
+        let _ = self.hub.to(ROOM).except(from).send(&n);
     }
 
     /// The history as a JSON array, oldest first.
@@ -175,30 +209,6 @@ impl Chat {
         }
         out.put_u8(b']');
         out.freeze()
-    }
-}
-
-/// Queues `n` on every member except `except`, without waiting; a member whose queue is full
-/// misses it.
-fn fan_out(members: &[Arc<Member>], n: &Notification, except: Option<&Sock>) {
-    for m in members {
-        if except.is_some_and(|e| e.same_as(&m.sock)) {
-            continue;
-        }
-        match m.sock.try_notify(n) {
-            Ok(()) => {}
-            Err(Error::Full) => {
-                if m.missed.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::info!(
-                        peer = m.sock.peer_addr().unwrap_or("?"),
-                        "chat member does not read: it misses messages while \
-                         {WRITE_QUEUE} wait for it"
-                    );
-                }
-            }
-            // Closed meanwhile: `on_close` takes it out of the room.
-            Err(_) => {}
-        }
     }
 }
 
@@ -232,6 +242,7 @@ mod tests {
         let name = "\\".repeat(MAX_NAME);
         let msg = ChatMsg {
             id: u64::MAX,
+            node: "0123456789abcdef",
             name: &clean(&name, MAX_NAME),
             text: &clean(&text, MAX_TEXT),
             time: rfc3339(SystemTime::now()),
