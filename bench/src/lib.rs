@@ -28,7 +28,7 @@
 //! | [`floor`] | the floor: raw length-prefixed echo server and pipelined client |
 //! | [`echo`] | the gotalk echo server and pipelined client |
 //! | [`idle`] | idle connections and server RSS from `/proc` |
-//! | [`pool`] | the pool client: a `gotalk::Pool` over one or more echo servers (`pool-bench`) |
+//! | [`pool`] | the pool client: a `gotalk::pool::Pool` over one or more echo servers (`pool-bench`) |
 #![forbid(unsafe_code)]
 
 pub mod args;

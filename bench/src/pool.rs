@@ -1,4 +1,4 @@
-//! The pool side of the benchmarks: a [`gotalk::Pool`] over one or more `echo-server`
+//! The pool side of the benchmarks: a [`gotalk::pool::Pool`] over one or more `echo-server`
 //! processes, driven like the gotalk client of the matrix (`inflight` request loops), so that
 //! the pool's cost over a bare `Sock` and the effect of its choice of responder can be
 //! measured with the same load generator.

@@ -6,7 +6,7 @@
 //! percentiles.
 //!
 //! Several addresses, separated by commas, spread the load over them: each of the `conns` is
-//! then a [`gotalk::Pool`] with one connection to every address, choosing for each request the
+//! then a [`gotalk::pool::Pool`] with one connection to every address, choosing for each request the
 //! least loaded (see [`gotalk::pool`]), and the report says how many requests each address
 //! answered.
 //!

@@ -9,9 +9,6 @@ use crate::handlers::{default_handlers, Handlers};
 use crate::limits::Limits;
 use crate::sock::{Callbacks, Sock};
 
-/// Default interval between automatic heartbeats (as in the reference).
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
-
 /// How a connection behaves: handlers, limits, heartbeats, retries and callbacks. Used by
 /// [`crate::connect_with`], [`crate::Server`] (every accepted connection gets a copy) and
 /// [`Sock::adopt`].
@@ -42,6 +39,8 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// How many times a request answered with RetryResult is sent again.
     pub auto_retry: u32,
+    /// Longest RetryResult wait an automatic retry honours.
+    pub max_retry_wait: Duration,
     /// TLS settings for `tls://` and `wss://` addresses.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::transport::tls::config::TlsClientConfig>,
@@ -53,8 +52,9 @@ impl Default for Config {
         Config {
             handlers: None,
             limits: Limits::default(),
-            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
+            heartbeat_interval: Some(Config::DEFAULT_HEARTBEAT_INTERVAL),
             auto_retry: 5,
+            max_retry_wait: Duration::from_secs(30),
             #[cfg(feature = "tls")]
             tls: None,
             callbacks: Callbacks::default(),
@@ -74,6 +74,9 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// Default interval between automatic heartbeats (as in the reference).
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+
     /// The defaults: process-wide default handlers, [`Limits::default`], heartbeats every 20 s,
     /// up to 5 automatic retries.
     pub fn new() -> Config {
@@ -101,10 +104,18 @@ impl Config {
     }
 
     /// How many times a request answered with RetryResult is sent again (after the wait the
-    /// peer asked for, at most [`MAX_RETRY_WAIT`](crate::sock::MAX_RETRY_WAIT)) before
-    /// [`Error::Retry`](crate::Error::Retry) is returned. 0 disables automatic retries.
+    /// peer asked for) before [`Error::Retry`](crate::Error::Retry) is returned. 0 disables
+    /// automatic retries.
     pub fn auto_retry(mut self, max_retries: u32) -> Config {
         self.auto_retry = max_retries;
+        self
+    }
+
+    /// Longest RetryResult wait an automatic retry honours (default 30 s): a peer asking for
+    /// more gets its [`Error::Retry`](crate::Error::Retry) returned at once, for the caller to
+    /// decide, instead of parking the request.
+    pub fn max_retry_wait(mut self, wait: Duration) -> Config {
+        self.max_retry_wait = wait;
         self
     }
 

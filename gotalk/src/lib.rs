@@ -99,44 +99,78 @@
 //! Sizes, waits, codes, loads and times are fixed-width lowercase hex; request IDs are 4 opaque
 //! bytes; names carry a 3-hex-digit length. `r0001004echo00000005hello` is a request for `echo`.
 //!
+//! ## You want / use
+//!
+//! | you want | use |
+//! |---|---|
+//! | JSON in, JSON out | [`Handlers::handle`]`(op, |in: T| async move { Ok(out) })`, [`Sock::request`]`(op, &in)` |
+//! | raw bytes | [`Handlers::handle_buffer`], [`Sock::buffer_request`] |
+//! | a stream of parts (on by default, bounded by [`Limits::stream_requests`] and [`Limits::stream_buffer`]) | [`Handlers::handle_stream`], [`Sock::stream_request`] |
+//! | one-way messages | [`Handlers::handle_notification`], [`Sock::notify`] |
+//! | one message to many connections | [`rooms::Hub`] (across processes: `rooms::RedisAdapter`, feature `redis`); [`Notification`] + [`Sock::try_notify`] by hand |
+//! | typed operations, both ways, with TypeScript for pages | [`macro@service`], [`typescript`] |
+//! | anything not handled | register under the empty name `""` (the fallback) |
+//! | process-wide handlers | [`handle`], [`handle_buffer`], … used by sockets given no handlers of their own |
+//! | limits | [`Limits`] (per connection, in bytes where memory is at stake), [`ServerOptions`] (connections, the HTTP port) |
+//! | retries, deadlines | [`Config::auto_retry`], [`Config::on_retry`]; wrap a call in `tokio::time::timeout` (see [`Sock::buffer_request`]); through a pool, [`pool::RequestOptions`] |
+//! | a connection that reconnects | [`pool::KeepAlive`] (back-off with jitter, a hook on every connection) |
+//! | work spread over several servers, by load | [`pool::Pool`]; workers that dial in to you: [`pool::Workers`] |
+//! | heartbeats and load | [`Config::heartbeat_interval`], [`Sock::heartbeat_load`], [`Sock::peer_load`], [`Config::on_heartbeat`] |
+//! | state per connection | [`Sock::insert_data`] / [`Sock::data`] |
+//! | to stop work nobody waits for | [`Sock::closing`] in a handler given the [`Sock`] ([`Handlers::handle_with_sock`]) |
+//! | transports | `tcp://`, `unix://`, `tls://` ([`transport::tls`]), `ws://`/`wss://` ([`ws`]), in-memory [`pipe`], or [`Sock::adopt`] any `AsyncRead + AsyncWrite` |
+//! | logs | the crate emits [`tracing`](https://docs.rs/tracing) events (connections closing, refusals, panics in handlers): install a subscriber, e.g. `tracing_subscriber::fmt().with_env_filter("gotalk=debug")` |
+//!
 //! ## Layout
+//!
+//! From the bytes up; each layer uses only the ones above it (but for the handle and its
+//! handlers, which name each other), and `tests/layout.rs` checks that the files have no other
+//! import circle. Modules in *italics* are internal (not public); the others are public for
+//! their further items, the main types being re-exported at the root.
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`frame`] | message types; header parse and encode — pure functions, no I/O |
-//! | [`codec`] | incremental decoder over `BytesMut`; the payload size limit is enforced here |
-//! | [`limits`] | every limit (payload size, requests, streams, timeouts, queues) and its checks |
-//! | `conn` | connection state without I/O: request IDs, pending requests, incoming streams |
-//! | [`handlers`] | the router: op/name → handler, fallback, JSON and raw handlers |
-//! | [`sock`] | [`Sock`], the reader and writer tasks that drive a connection; [`Config`] |
-//! | `outbox` | the bytes waiting to be written (bounded, encoded by the senders) and who writes them: the writer task or a sender directly |
-//! | [`stream`] | [`StreamSender`] / [`StreamReceiver`] for streaming requests and results |
-//! | [`service`](mod@service) | typed services: what [`service`](macro@service) generates code against ([`service::Caller`], [`service::Parts`], [`service::CallError`]) |
-//! | [`typescript`] | the TypeScript module of typed services (feature `typescript`), types by [`ts_rs`] |
-//! | [`server`] | [`Server`] and [`ServerOptions`]: accept loop, connection slots (per-address share, the idlest making room), graceful shutdown |
-//! | [`pool`] | many peers: [`KeepAlive`] (reconnects), [`Pool`] (load-aware choice among responders, in `pool/choose.rs`), [`Workers`] (workers that dial in); request deadlines |
-//! | [`rooms`] | [`rooms::Hub`]: rooms and broadcast, one encoding for every member; the [`rooms::Adapter`] trait and `RedisAdapter` (feature `redis`) across processes |
-//! | [`transport`] | TCP, TLS ([`transport::tls`], feature `tls`), Unix sockets, in-memory [`pipe`]; [`connect`] |
-//! | [`ws`] | WebSocket: an axum endpoint for pages, serving [`jslib`] (`gotalk.js`); [`ws::serve`], the HTTP server for it; the `ws://`/`wss://` client ([`ws::Connector`]) |
-//! | [`addr`] | address parsing (`tcp://`, `unix://`, `tls://`, `ws://`, `wss://`) |
-//! | [`error`] | [`Error`], [`CloseReason`], [`ProtocolErrorCode`], [`HandlerError`] |
+//! | [`frame`] | message types ([`frame::Message`], [`ProtocolErrorCode`], …) and their encoding — pure |
+//! | `header` | parsing a message header from bytes — pure (hidden: for the `gotalk` command and the fuzzers) |
+//! | [`codec`] | the incremental decoder over `BytesMut`; the payload size limit is enforced here |
+//! | *limits* | [`Limits`]: every limit of a connection, its default and why; the counters of requests in progress |
+//! | *error* | [`Error`], [`CloseReason`], [`HandlerError`] |
+//! | *pending*, *incoming*, *parts* | state without I/O: our requests waiting for replies; the peer's streams; stream parts and their byte budget |
+//! | *decide* | **what an incoming message does**: one decoded message + the connection's state → one action. Pure, unit-tested |
+//! | *outbox* | the bytes waiting to be written (bounded in bytes) and who writes them |
+//! | [`handlers`] | **the router**: op/name → handler, fallback, JSON, raw and stream handlers |
+//! | *sock* | [`Sock`], the handle; `sock/open.rs` starts a connection, `reader.rs` carries out what `decide` says, `writer.rs` writes and sends heartbeats, `buffers.rs` the read buffers, `requests.rs` our requests |
+//! | *stream* | [`StreamSender`] / [`StreamReceiver`] |
+//! | *config*, *notification* | [`Config`]; [`Notification`], encoded once for many connections |
+//! | [`transport`] | **where a transport plugs in**: TCP, TLS ([`transport::tls`]), Unix sockets, in-memory [`pipe`]; [`connect`] |
+//! | [`ws`] | WebSocket: the axum [`ws::Endpoint`] serving [`jslib`] (`gotalk.js`), [`ws::serve`] with the HTTP port's limits, the `ws://`/`wss://` client |
+//! | [`server`] | [`Server`], [`ServerOptions`]: accept loop, connection slots, graceful shutdown |
+//! | [`pool`] | **where a responder is chosen** (`pool/choose.rs`): [`pool::KeepAlive`] (reconnects), [`pool::Pool`] (load-aware choice among responders), [`pool::Workers`] (workers that dial in); per-request deadlines |
+//! | [`rooms`] | **where a broadcast fans out**: [`rooms::Hub`], the [`rooms::Adapter`] trait, Redis |
+//! | [`service`](mod@service), [`typescript`] | typed services: what [`macro@service`] generates code against; TypeScript for pages |
 //!
 //! ## Differences from the reference, on purpose
-//! - Payloads larger than [`Limits::max_payload`] (16 MiB by default) are refused with an
-//!   ErrorResult before anything is allocated; the connection stays usable.
+//! - The default limits bound every connection in bytes (see [`Limits`] and SECURITY.md):
+//!   payloads over [`Limits::max_payload`] (1 MiB by default) are refused with an ErrorResult
+//!   before anything is allocated, and the connection stays usable; requests in progress, queued
+//!   output and stream parts are bounded per connection.
+//! - Stream requests are accepted by default (8 per connection); the reference refuses them.
 //! - A peer speaking another protocol version gets ProtocolError 1 (`f00000001`), as the spec says.
 //! - A stream request ID reused after its stream ended is fine; a part for a stream that never
 //!   existed gets ProtocolError 2.
 //! - Request limits count per connection, so one peer cannot use up another's share.
-//! - Automatic retries are bounded ([`Config::auto_retry`]).
+//! - Automatic retries are bounded ([`Config::auto_retry`], [`Config::max_retry_wait`]).
+//! - Protocol v1 has no way to cancel a request: a caller that gives up (drops the future) frees
+//!   its side, and the handler on the other side learns only if the connection closes
+//!   ([`Sock::closing`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod addr;
+mod addr;
 pub mod codec;
-pub mod config;
+mod config;
 mod decide;
-pub mod error;
+mod error;
 pub mod frame;
 pub mod handlers;
 #[doc(hidden)]
@@ -144,7 +178,7 @@ pub mod header;
 mod incoming;
 #[cfg(feature = "websocket")]
 pub mod jslib;
-pub mod limits;
+mod limits;
 mod notification;
 mod outbox;
 mod parts;
@@ -153,8 +187,8 @@ pub mod pool;
 pub mod rooms;
 pub mod server;
 pub mod service;
-pub mod sock;
-pub mod stream;
+mod sock;
+mod stream;
 pub mod transport;
 #[cfg(feature = "typescript")]
 pub mod typescript;
@@ -172,7 +206,6 @@ pub use handlers::{
 };
 pub use limits::Limits;
 pub use notification::Notification;
-pub use pool::{KeepAlive, Pool, Workers};
 pub use server::{Server, ServerOptions};
 pub use sock::Sock;
 pub use stream::{StreamReceiver, StreamSender};

@@ -1,57 +1,58 @@
-//! Every limit a connection enforces, in one place, and the checks that apply them.
-//!
-//! | limit | default | enforced where | what the peer sees |
-//! |---|---|---|---|
-//! | [`max_payload`](Limits::max_payload) | 1 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
-//! | [`buffer_requests`](Limits::buffer_requests) | 64 | on each `r`/`s` | RetryResult `request rate limit` |
-//! | [`request_bytes`](Limits::request_bytes) | 4 MiB | on each `r` | RetryResult `request rate limit` |
-//! | [`stream_requests`](Limits::stream_requests) | 8 | on each `s` | RetryResult; `0`: ErrorResult `stream requests not supported` |
-//! | [`stream_buffer`](Limits::stream_buffer) | 1 MiB | reader, per stream part | back-pressure: the reader waits for stream handlers to take parts |
-//! | [`stream_idle_timeout`](Limits::stream_idle_timeout) | 60 s | stream handler's input | the handler's `recv` fails; its ErrorResult |
-//! | [`write_buffer`](Limits::write_buffer) | 1 MiB | senders wait when full | back-pressure: handlers, and then the reader, wait |
-//! | [`write_timeout`](Limits::write_timeout) | 30 s | writer, without progress | connection closed (peer does not read) |
-//! | [`read_timeout`](Limits::read_timeout) | 30 s | reader, per message | ProtocolError 3 and close |
-//! | [`handshake_timeout`](Limits::handshake_timeout) | 10 s | opening a connection | connection dropped |
-//!
-//! Every limit on memory counts bytes. What a connection can hold at most, and how the defaults
-//! were chosen, is in SECURITY.md ("What a connection can cost").
-//!
-//! Fixed bounds that are not settings, with their reasons:
-//!
-//! | bound | value | why |
-//! |---|---|---|
-//! | reserved ahead of a message's bytes | 1 MiB (`sock/buffers.rs`) | a peer announcing a payload and not sending it commits nothing |
-//! | large read buffers kept for reuse | 4, at most 4 × (`max_payload` + 64 KiB), released after 250 ms quiet (`sock/buffers.rs`) | reused pages instead of page faults on every large message |
-//! | refused or finished stream IDs remembered | 64 (`incoming.rs`) | their late parts are dropped quietly, not taken for protocol errors |
-//! | RetryResult wait honoured by an automatic retry | [`MAX_RETRY_WAIT`](crate::sock::MAX_RETRY_WAIT), 30 s | a peer cannot park our requests for days |
-//! | counted per stream part | its size + 64 bytes | a flood of empty parts is bounded too |
-//!
-//! Request limits count per connection, so one peer's flood never starves another peer. The
-//! limits of a server as a whole (connections in total and per peer address, which idle one
-//! makes room, the HTTP side of a WebSocket port, the WebSocket message allowance) are
-//! [`ServerOptions`](crate::ServerOptions).
-//!
-//! ```
-//! use std::time::Duration;
-//! use gotalk::Limits;
-//!
-//! let limits = Limits::default()
-//!     .buffer_requests(64)
-//!     .stream_requests(4)
-//!     .max_payload(1 << 20)
-//!     .read_timeout(Some(Duration::from_secs(10)))
-//!     .retry_wait(Duration::from_millis(100), Duration::from_secs(1));
-//! assert_eq!(limits.stream_requests, 4);
-//! ```
+//! Every limit a connection enforces ([`Limits`]: the table of defaults and reasons is on the
+//! type), and the per-connection counters that apply the request limits.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Default [`Limits::max_payload`]: 1 MiB.
-pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
+const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
 
-/// Resource limits for connections. Cheap to clone; see the [module docs](self) for the table of
-/// defaults.
+/// Resource limits for connections: every limit a connection enforces, in one place. Cheap to
+/// clone.
+///
+/// | limit | default | enforced where | what the peer sees |
+/// |---|---|---|---|
+/// | [`max_payload`](Limits::max_payload) | 1 MiB | decoder, before allocating | ErrorResult `payload too large`; connection stays open |
+/// | [`buffer_requests`](Limits::buffer_requests) | 64 | on each `r`/`s` | RetryResult `request rate limit` |
+/// | [`request_bytes`](Limits::request_bytes) | 4 MiB | on each `r` | RetryResult `request rate limit` |
+/// | [`stream_requests`](Limits::stream_requests) | 8 | on each `s` | RetryResult; `0`: ErrorResult `stream requests not supported` |
+/// | [`stream_buffer`](Limits::stream_buffer) | 1 MiB | reader, per stream part | back-pressure: the reader waits for stream handlers to take parts |
+/// | [`stream_idle_timeout`](Limits::stream_idle_timeout) | 60 s | stream handler's input | the handler's `recv` fails; its ErrorResult |
+/// | [`write_buffer`](Limits::write_buffer) | 1 MiB | senders wait when full | back-pressure: handlers, and then the reader, wait |
+/// | [`write_timeout`](Limits::write_timeout) | 30 s | writer, without progress | connection closed (peer does not read) |
+/// | [`read_timeout`](Limits::read_timeout) | 30 s | reader, per message | ProtocolError 3 and close |
+/// | [`handshake_timeout`](Limits::handshake_timeout) | 10 s | opening a connection | connection dropped |
+///
+/// Every limit on memory counts bytes. What a connection can hold at most, and how the defaults
+/// were chosen, is in SECURITY.md ("What a connection can cost").
+///
+/// Fixed bounds that are not settings, with their reasons:
+///
+/// | bound | value | why |
+/// |---|---|---|
+/// | reserved ahead of a message's bytes | 1 MiB (`sock/buffers.rs`) | a peer announcing a payload and not sending it commits nothing |
+/// | large read buffers kept for reuse | 4, at most 4 × (`max_payload` + 64 KiB), released after 250 ms quiet (`sock/buffers.rs`) | reused pages instead of page faults on every large message |
+/// | refused or finished stream IDs remembered | 64 (`incoming.rs`) | their late parts are dropped quietly, not taken for protocol errors |
+/// | RetryResult wait honoured by an automatic retry | [`Config::max_retry_wait`](crate::Config::max_retry_wait), 30 s | a peer cannot park our requests for days |
+/// | counted per stream part | its size + 64 bytes | a flood of empty parts is bounded too |
+///
+/// Request limits count per connection, so one peer's flood never starves another peer. The
+/// limits of a server as a whole (connections in total and per peer address, which idle one
+/// makes room, the HTTP side of a WebSocket port, the WebSocket message allowance) are
+/// [`ServerOptions`](crate::ServerOptions).
+///
+/// ```
+/// use std::time::Duration;
+/// use gotalk::Limits;
+///
+/// let limits = Limits::default()
+///     .buffer_requests(64)
+///     .stream_requests(4)
+///     .max_payload(1 << 20)
+///     .read_timeout(Some(Duration::from_secs(10)))
+///     .retry_wait(Duration::from_millis(100), Duration::from_secs(1));
+/// assert_eq!(limits.stream_requests, 4);
+/// ```
 ///
 /// Read a limit from its field (`limits.max_payload`); set it with the builder method of the
 /// same name. Counts are plain numbers — `0` allows none — with [`Limits::UNLIMITED`] for no
@@ -90,7 +91,7 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Limits for a server facing the internet (see the [module docs](self) for the table and
+    /// Limits for a server facing the internet (see the table on [`Limits`] and
     /// SECURITY.md for the reasons). The reference's `DefaultLimits` has no request limit, no
     /// payload limit and no stream requests; these bound every connection in bytes.
     fn default() -> Limits {

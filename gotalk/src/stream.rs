@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::error::{CloseReason, Error, Result};
 use crate::frame::{Message, Name, RequestId};
+use crate::notification::check_payload_len;
 use crate::parts::{self, PartReceiver};
 use crate::pending::Waiter;
 use crate::sock::Sock;
@@ -201,6 +202,7 @@ impl StreamSender {
         if self.ended.load(Ordering::Acquire) {
             return Err(Error::Closed(CloseReason::Local));
         }
+        check_payload_len(part.len())?;
         let msg = match &mut self.kind {
             Kind::Request { op, started } if !*started => {
                 *started = true;

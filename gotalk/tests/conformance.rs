@@ -83,7 +83,7 @@ fn our_extra_s2c(name: &str) -> Vec<Vec<u8>> {
             b"0001",
             &format!(
                 "payload too large (4294967295 bytes; limit {})",
-                gotalk::limits::DEFAULT_MAX_PAYLOAD
+                gotalk::Limits::default().max_payload
             ),
         )],
         _ => vec![],

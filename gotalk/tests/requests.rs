@@ -419,3 +419,33 @@ async fn an_encoded_notification_reaches_every_peer_and_a_full_one_is_refused_at
     assert!(matches!(sock.try_notify(&big), Err(Error::Closed(_))));
     raw.abort();
 }
+
+/// A payload whose size a header cannot carry (over 4 GiB) is refused before anything is
+/// written, instead of going out with a clamped size that would corrupt the connection.
+#[tokio::test]
+async fn payloads_over_u32_max_are_refused_before_anything_is_written() {
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    // Zeroed pages are not touched: this costs address space, not memory.
+    let huge = Bytes::from(vec![0u8; u32::MAX as usize + 1]);
+    for res in [
+        s.buffer_request("echo", huge.clone()).await.map(|_| ()),
+        s.buffer_notify("tick", huge.clone()).await,
+        gotalk::Notification::new("tick", huge.clone()).map(|_| ()),
+    ] {
+        match res {
+            Err(Error::PayloadTooLarge { size, limit }) => {
+                assert_eq!((size, limit), (huge.len(), u32::MAX as usize));
+            }
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    let (mut tx, _rx) = s.stream_request("upper").await.unwrap();
+    assert!(matches!(
+        tx.write(huge.clone()).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    drop(huge);
+    // Nothing was written: the connection is fine.
+    assert_eq!(&s.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
+}

@@ -8,7 +8,7 @@
 //! load-gen --proto floor|gotalk|ws --addr ADDRESS --idle N --server-pid PID
 //! ```
 //! ADDRESS is what `echo-server` printed (`host:port`, or a `ws://` URL for `ws`). `pool`
-//! sends the same echo requests through a `gotalk::Pool` over every ADDRESS (one connection
+//! sends the same echo requests through a `gotalk::pool::Pool` over every ADDRESS (one connection
 //! each, `--inflight` requests in flight over all of them; `--conns` is ignored).
 //! The first form keeps `inflight` echo requests of `size` bytes outstanding on each of
 //! `conns` connections and prints one line

@@ -1,4 +1,4 @@
-//! The pool benchmarks: a `gotalk::Pool` spreading requests over responder processes.
+//! The pool benchmarks: a `gotalk::pool::Pool` spreading requests over responder processes.
 //!
 //! ```text
 //! pool-bench [--seconds S] [--warmup S] [--repeat N] [--parts scaling,slow,cost] [--smoke]

@@ -89,10 +89,6 @@ pub(crate) struct Callbacks {
     pub(crate) retry: Option<RetryCallback>,
 }
 
-/// Longest RetryResult wait honoured by an automatic retry: a peer asking for more gets its
-/// [`Error::Retry`] returned at once, for the caller to decide.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
-
 /// `heartbeat_load` while the load is computed from the requests in progress.
 const LOAD_AUTO: u32 = u32::MAX;
 

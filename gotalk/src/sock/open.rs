@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::reader::reader_task;
 use super::writer::writer_task;
-use super::{panic_message, Guard, Inner, Shared, Sock, LOAD_AUTO, MAX_RETRY_WAIT};
+use super::{panic_message, Guard, Inner, Shared, Sock, LOAD_AUTO};
 use crate::config::Config;
 use crate::error::{CloseReason, Error, Result, Side};
 use crate::frame::{encode_version, Message, ProtocolErrorCode, PROTOCOL_VERSION};
@@ -84,7 +84,7 @@ impl Sock {
                 counters: Counters::default(),
                 heartbeat_load: AtomicU32::new(LOAD_AUTO),
                 auto_retry: config.auto_retry,
-                max_retry_wait: MAX_RETRY_WAIT,
+                max_retry_wait: config.max_retry_wait,
                 peer_addr,
                 transport_info,
                 data: parking_lot::Mutex::new(Vec::new()),

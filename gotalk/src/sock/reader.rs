@@ -493,6 +493,12 @@ fn request_answer(
     res: std::thread::Result<std::result::Result<Bytes, crate::error::HandlerError>>,
 ) -> Message {
     match res {
+        // A size the header cannot carry would corrupt the stream: refused, as the sender's own
+        // payloads are.
+        Ok(Ok(out)) if u32::try_from(out.len()).is_err() => {
+            tracing::error!(op = %op, size = out.len(), "request handler's result too large");
+            error_result(id, format!("result too large ({} bytes)", out.len()))
+        }
         Ok(Ok(out)) => Message::SingleResult { id, payload: out },
         Ok(Err(e)) => handler_error(id, e),
         Err(panic) => {

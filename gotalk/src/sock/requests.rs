@@ -34,7 +34,7 @@ impl Sock {
     ///
     /// A RetryResult is retried automatically after the wait the peer asked for, up to the
     /// configured number of times ([`Config::auto_retry`](crate::Config::auto_retry)); a wait
-    /// over [`MAX_RETRY_WAIT`](crate::sock::MAX_RETRY_WAIT) is not waited for, and the wait ends early (with
+    /// over [`Config::max_retry_wait`](crate::Config::max_retry_wait) is not waited for, and the wait ends early (with
     /// [`Error::Closed`]) if the connection closes.
     ///
     /// To give up after a while, wrap the call in a timeout: dropping the future frees its
