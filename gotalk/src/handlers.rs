@@ -6,7 +6,9 @@
 //! Handler kinds:
 //! - **JSON request handlers** ([`Handlers::handle`], [`Handlers::handle_with_sock`]): the payload
 //!   is decoded with serde into the input type and the output is encoded back. A payload that does
-//!   not decode is answered with ErrorResult `unexpected parameter type`, as the reference does.
+//!   not decode is answered with ErrorResult `unexpected parameter type`, as the reference does,
+//!   followed by serde's reason (`: missing field `name` at line 1 column 2`); the server logs
+//!   it at level `debug`.
 //! - **Buffer request handlers** ([`Handlers::handle_buffer`]): raw [`Bytes`] in and out.
 //! - **Stream request handlers** ([`Handlers::handle_stream`]): a [`StreamReceiver`] of request
 //!   parts in, a [`StreamSender`] of result parts out.
@@ -145,10 +147,71 @@ impl fmt::Debug for Handlers {
     }
 }
 
+/// Decodes a request's JSON input. A payload that does not decode is answered with the
+/// reference's text followed by what serde found (`unexpected parameter type: missing field
+/// `name` at line 1 column 2`), and logged at level `debug` with the input type.
+///
+/// The detail travels on the wire, not only in our client's error type, because the caller
+/// may be the reference's Go client or a page's gotalk.js, and the ErrorResult text is all
+/// they get. No conformance transcript pins this text, and it starts with the reference's, so
+/// a check by prefix still matches.
 pub(crate) fn decode_json<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
+    decode_request(None, payload)
+}
+
+/// [`decode_json`] for a request to `op`, which the log then names.
+fn decode_request<I: DeserializeOwned>(
+    op: Option<&str>,
+    payload: &[u8],
+) -> Result<I, HandlerError> {
+    json_input(payload).map_err(|detail| {
+        let input = std::any::type_name::<I>();
+        tracing::debug!(op, input, %detail, "request payload does not decode");
+        HandlerError::msg(format!("{UNEXPECTED_PARAMETER_TYPE}: {detail}"))
+    })
+}
+
+/// Longest explanation of a payload that does not decode: serde quotes the offending value,
+/// and a peer's 16 MiB string must not come back to it (or go to the log) whole.
+const MAX_DETAIL: usize = 300;
+
+/// Decodes a JSON payload, or says why it does not decode.
+fn json_input<I: DeserializeOwned>(payload: &[u8]) -> Result<I, String> {
     // An empty payload means "no parameters": let types that accept null (unit, Option) take it.
     let input = if payload.is_empty() { b"null" } else { payload };
-    serde_json::from_slice(input).map_err(|_| HandlerError::msg(UNEXPECTED_PARAMETER_TYPE))
+    serde_json::from_slice(input).map_err(|e| {
+        let detail = if payload.is_empty() {
+            // The position would be in our stand-in `null`, not in anything the peer sent.
+            let text = e.to_string();
+            let at = format!(" at line {} column {}", e.line(), e.column());
+            format!(
+                "the payload is empty ({})",
+                text.strip_suffix(&at).unwrap_or(&text)
+            )
+        } else {
+            e.to_string()
+        };
+        printable(&detail, MAX_DETAIL)
+    })
+}
+
+/// `text` cut after about `max` bytes (on a character boundary, marked with `…`), with control
+/// characters escaped: serde quotes unknown field names as the peer wrote them, and they must
+/// not start a fake line in a log or drive a terminal.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 3);
+    for c in text.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub(crate) fn encode_json<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
@@ -172,10 +235,10 @@ impl Handlers {
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.handle_buffer(op, move |_sock, _op, payload| {
+        self.handle_buffer(op, move |_sock, op, payload| {
             let f = f.clone();
             async move {
-                let input = decode_json::<I>(&payload)?;
+                let input = decode_request::<I>(Some(op.as_str()), &payload)?;
                 encode_json(&f(input).await?)
             }
         })
@@ -191,10 +254,10 @@ impl Handlers {
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.handle_buffer(op, move |sock, _op, payload| {
+        self.handle_buffer(op, move |sock, op, payload| {
             let f = f.clone();
             async move {
-                let input = decode_json::<I>(&payload)?;
+                let input = decode_request::<I>(Some(op.as_str()), &payload)?;
                 encode_json(&f(sock, input).await?)
             }
         })
@@ -213,8 +276,9 @@ impl Handlers {
 
     /// Handles streaming operation `op`: read request parts from the [`StreamReceiver`], write
     /// result parts to the [`StreamSender`]. The result stream is ended when the handler returns
-    /// `Ok`; an `Err` is sent as an ErrorResult. Stream requests must also be enabled with
-    /// [`crate::Limits::stream_requests`].
+    /// `Ok`; an `Err` is sent as an ErrorResult. How many stream requests a peer may have in
+    /// progress at once, and how many bytes of their parts wait for handlers, is bounded by
+    /// [`crate::Limits::stream_requests`] (8 by default) and [`crate::Limits::stream_buffer`].
     pub fn handle_stream<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
     where
         F: Fn(Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
@@ -242,9 +306,11 @@ impl Handlers {
         F: Fn(&Sock, T) + Send + Sync + 'static,
     {
         self.handle_buffer_notification(name, move |sock, name, payload| {
-            match decode_json::<T>(&payload) {
+            match json_input::<T>(&payload) {
                 Ok(v) => f(sock, v),
-                Err(_) => tracing::warn!(name, "notification payload does not decode; dropped"),
+                Err(detail) => {
+                    tracing::warn!(name, %detail, "notification payload does not decode; dropped")
+                }
             }
         })
     }
