@@ -94,6 +94,19 @@ pub const UNEXPECTED_PARAMETER_TYPE: &str = "unexpected parameter type";
 /// assert!(handlers.find_request("greet").is_some());
 /// assert!(handlers.find_request("nope").is_none());
 /// ```
+///
+/// Registrations chain, and a chain goes straight to [`Config::handlers`](crate::Config::handlers)
+/// (which takes a copy); handlers that share state: [`Handlers::with_state`].
+///
+/// ```
+/// use gotalk::{Config, Handlers};
+///
+/// let config = Config::new().handlers(
+///     Handlers::new()
+///         .handle("add", |(a, b): (i64, i64)| async move { Ok(a + b) })
+///         .handle_buffer("echo", |_sock, _op, payload| async move { Ok(payload) }),
+/// );
+/// ```
 #[derive(Clone, Default)]
 pub struct Handlers {
     requests: HashMap<String, RequestHandler, NameHash>,
@@ -391,6 +404,191 @@ impl Handlers {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         self
+    }
+}
+
+/// Lets a chain of registrations go straight to [`Config::handlers`](crate::Config::handlers):
+/// `Config::new().handlers(Handlers::new().handle(..).handle(..))`. The handlers are copied
+/// (a few `Arc`s each), so the `Handlers` can still be added to and used again.
+impl From<&mut Handlers> for Arc<Handlers> {
+    fn from(h: &mut Handlers) -> Arc<Handlers> {
+        Arc::new(h.clone())
+    }
+}
+
+/// A copy of the handlers, for [`Config::handlers`](crate::Config::handlers).
+impl From<&Handlers> for Arc<Handlers> {
+    fn from(h: &Handlers) -> Arc<Handlers> {
+        Arc::new(h.clone())
+    }
+}
+
+/// State shared by the handlers registered through [`Handlers::with_state`]: each call gets
+/// its own clone, taken apart with a pattern (`|State(db), key: String| ...`) as with axum's
+/// `State`. Wrap state that is not cheap to clone in an `Arc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State<S>(pub S);
+
+impl<S> std::ops::Deref for State<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S> std::ops::DerefMut for State<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.0
+    }
+}
+
+/// Registers handlers that are each given a clone of one state as their first argument
+/// ([`State`]); made by [`Handlers::with_state`]. Each method registers in the [`Handlers`]
+/// it came from, as the method of the same name there does.
+pub struct WithState<'a, S> {
+    handlers: &'a mut Handlers,
+    state: S,
+}
+
+impl<S> fmt::Debug for WithState<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithState")
+            .field("handlers", &self.handlers)
+            .field("state", &std::any::type_name::<S>())
+            .finish()
+    }
+}
+
+impl Handlers {
+    /// Registers handlers that share `state`: each handler registered through the returned
+    /// [`WithState`] gets a clone of it as a [`State`], so no clone has to be moved into each
+    /// closure by hand.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use gotalk::handlers::State;
+    /// use gotalk::{Config, Handlers};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter { total: AtomicU64 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let counter = Arc::new(Counter::default());
+    /// let config = Config::new().handlers(
+    ///     Handlers::new()
+    ///         .with_state(counter.clone())
+    ///         .handle("add", |State(c), n: u64| async move {
+    ///             Ok(c.total.fetch_add(n, Ordering::Relaxed) + n)
+    ///         })
+    ///         .handle_notification("reset", |State(c), (): ()| c.total.store(0, Ordering::Relaxed)),
+    /// );
+    /// let (server, client) = gotalk::pipe_with(&config, &Config::new()).await?;
+    /// assert_eq!(client.request::<_, u64>("add", &2).await?, 2);
+    /// assert_eq!(client.request::<_, u64>("add", &3).await?, 5);
+    /// assert_eq!(counter.total.load(Ordering::Relaxed), 5);
+    /// # server.close();
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state<S>(&mut self, state: S) -> WithState<'_, S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        WithState {
+            handlers: self,
+            state,
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> WithState<'_, S> {
+    /// Handles operation `op` with JSON input and output (see [`Handlers::handle`]).
+    pub fn handle<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(State<S>, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle(op, move |input| f(State(state.clone()), input));
+        self
+    }
+
+    /// Handles operation `op` with JSON input and output, given the calling [`Sock`] too (see
+    /// [`Handlers::handle_with_sock`]).
+    pub fn handle_with_sock<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(State<S>, Sock, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_with_sock(op, move |sock, input| f(State(state.clone()), sock, input));
+        self
+    }
+
+    /// Handles operation `op` with raw payloads (see [`Handlers::handle_buffer`]).
+    pub fn handle_buffer<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(State<S>, Sock, Name, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_buffer(op, move |sock, op, p| f(State(state.clone()), sock, op, p));
+        self
+    }
+
+    /// Handles streaming operation `op` (see [`Handlers::handle_stream`]).
+    pub fn handle_stream<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(State<S>, Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers.handle_stream(op, move |sock, op, rx, tx| {
+            f(State(state.clone()), sock, op, rx, tx)
+        });
+        self
+    }
+
+    /// Handles notification `name` with a JSON payload (see [`Handlers::handle_notification`]).
+    pub fn handle_notification<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(State<S>, T) + Send + Sync + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_notification(name, move |v| f(State(state.clone()), v));
+        self
+    }
+
+    /// Handles notification `name` with a JSON payload, given the [`Sock`] too (see
+    /// [`Handlers::handle_notification_with_sock`]).
+    pub fn handle_notification_with_sock<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(State<S>, &Sock, T) + Send + Sync + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_notification_with_sock(name, move |sock, v| f(State(state.clone()), sock, v));
+        self
+    }
+}
+
+/// Lets a chain that starts with [`Handlers::with_state`] go straight to
+/// [`Config::handlers`](crate::Config::handlers) (a copy, as for `&mut Handlers`).
+impl<S> From<&mut WithState<'_, S>> for Arc<Handlers> {
+    fn from(w: &mut WithState<'_, S>) -> Arc<Handlers> {
+        Arc::new(w.handlers.clone())
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gotalk::handlers::State;
 use gotalk::{Config, Error, HandlerError, Handlers, Limits, Server, Sock};
 use serde::{Deserialize, Serialize};
 
@@ -194,6 +195,80 @@ async fn a_payload_that_does_not_decode_says_why() {
         !logged.contains('\x1b'),
         "an escape sequence reached the log: {logged}"
     );
+    s.close();
+}
+
+/// A chain of registrations goes straight to `Config::handlers`, and the handlers registered
+/// through `with_state` (every kind) share one state without a clone moved into each closure.
+#[tokio::test]
+async fn a_chain_of_handlers_sharing_one_state() {
+    #[derive(Default)]
+    struct Board {
+        notes: Mutex<Vec<String>>,
+        seen: AtomicUsize,
+    }
+    let board = Arc::new(Board::default());
+    let config = Config::new().handlers(
+        Handlers::new()
+            .handle_buffer("echo", |_s, _op, p| async move { Ok(p) })
+            .with_state(board.clone())
+            .handle("post", |State(b), note: String| async move {
+                let mut notes = b.notes.lock().unwrap();
+                notes.push(note);
+                Ok(notes.len())
+            })
+            .handle_with_sock("list", |State(b), sock: Sock, (): ()| async move {
+                let notes = b.notes.lock().unwrap().clone();
+                Ok((notes, sock.requests_in_progress()))
+            })
+            .handle_buffer("raw", |State(b), _sock, op, p| async move {
+                let n = b.notes.lock().unwrap().len();
+                Ok(Bytes::from(format!("{op}: {n} notes, {} bytes", p.len())))
+            })
+            .handle_stream(
+                "post-many",
+                |State(b), _sock, _op, mut rx, mut tx| async move {
+                    while let Some(p) = rx.recv().await? {
+                        b.notes
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&p).into_owned());
+                    }
+                    let n = b.notes.lock().unwrap().len();
+                    tx.write(n.to_string()).await?;
+                    Ok(())
+                },
+            )
+            .handle_notification("seen", |State(b), n: usize| {
+                b.seen.fetch_add(n, Ordering::SeqCst);
+            })
+            .handle_notification_with_sock("seen-by", |State(b), sock: &Sock, n: usize| {
+                if sock.peer_addr().is_some() {
+                    b.seen.fetch_add(n * 100, Ordering::SeqCst);
+                }
+            }),
+    );
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let s = client(&server, Handlers::new()).await;
+
+    assert_eq!(s.request::<_, usize>("post", "milk").await.unwrap(), 1);
+    let (mut tx, mut rx) = s.stream_request("post-many").await.unwrap();
+    tx.write("eggs").await.unwrap();
+    tx.write("bread").await.unwrap();
+    tx.end().await.unwrap();
+    assert_eq!(rx.collect().await.unwrap(), b"3");
+    let (notes, in_progress): (Vec<String>, u32) = s.request("list", &()).await.unwrap();
+    assert_eq!(
+        (notes, in_progress),
+        (vec!["milk".into(), "eggs".into(), "bread".into()], 1)
+    );
+    let raw = s.buffer_request("raw", "abc").await.unwrap();
+    assert_eq!(&raw[..], b"raw: 3 notes, 3 bytes");
+    s.notify("seen", &2).await.unwrap();
+    s.notify("seen-by", &3).await.unwrap();
+    // Notifications are handled in order, before the request that follows them.
+    assert_eq!(&s.buffer_request("echo", "x").await.unwrap()[..], b"x");
+    assert_eq!(board.seen.load(Ordering::SeqCst), 302);
     s.close();
 }
 
