@@ -17,8 +17,14 @@
 #
 # Extra arguments go to the `matrix` binary (--seconds S, --warmup S, --idle N, --points ...,
 # --repeat N, --pin, --external NAME=COMMAND); see bench/src/bin/matrix.rs.
+#
+# Binaries are looked for where cargo builds (CARGO_TARGET_DIR, a config's build.target-dir,
+# or ./target). GOTALK_PREBUILT=1 skips the build (scripts/test's bench stage: its shared
+# release build made them, with the features of the whole workspace; measure with binaries
+# this script builds, which leave the dev-dependencies' features out, e.g. tokio's test-util).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 args=()
 peers=
 for a in "$@"; do
@@ -26,9 +32,9 @@ for a in "$@"; do
 done
 # (f) holds 10,000 idle connections: each process needs that many file descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -q -p gotalk-bench --bins
+[ -n "${GOTALK_PREBUILT:-}" ] || cargo build --release -q -p gotalk-bench --bins
 if [ -n "$peers" ]; then
   cargo build --release -q --manifest-path bench/peers/Cargo.toml --bins
-  args+=(--peers "tarpc,jsonrpsee" --peer-dir bench/peers/target/release)
+  args+=(--peers "tarpc,jsonrpsee" --peer-dir "$(target_dir bench/peers/Cargo.toml)/release")
 fi
-exec target/release/matrix ${args[@]+"${args[@]}"}
+exec "$(target_dir)/release/matrix" ${args[@]+"${args[@]}"}

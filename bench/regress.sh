@@ -29,8 +29,9 @@
 #   REGRESS_REPEAT=3             measurements per figure (the median is shown)
 #   REGRESS_LOADS="1x1 1x64 1MiB" the loads to measure (any of these three)
 #   REGRESS_LIMIT=1.10           ratio HEAD / BASE above which a figure is a regression
-#   REGRESS_TARGET_DIR=DIR       cargo target dir shared by both builds (default
-#                                target/regress in this checkout: dependencies are built once
+#   REGRESS_TARGET_DIR=DIR       cargo target dir shared by both builds (default regress/
+#                                in this checkout's target directory, the one cargo reports
+#                                (CARGO_TARGET_DIR or ./target): dependencies are built once
 #                                and kept for the next run)
 #   TMPDIR                       where the temp dir with the worktrees goes (default /tmp)
 #
@@ -57,7 +58,11 @@ read -r short_mib long_mib <<<"${REGRESS_SECONDS_1MIB:-1 2.5}"
 limit=${REGRESS_LIMIT:-1.10}
 repeat=${REGRESS_REPEAT:-3}
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "REGRESS_REPEAT must be a positive number"
-target_dir=${REGRESS_TARGET_DIR:-$root/target/regress}
+if [ -z "${REGRESS_TARGET_DIR:-}" ]; then
+  . "$root/scripts/lib.sh"
+  REGRESS_TARGET_DIR=$(target_dir "$root/Cargo.toml")/regress || die "no target directory"
+fi
+target_dir=$REGRESS_TARGET_DIR
 loads=()
 for l in ${REGRESS_LOADS:-1x1 1x64 1MiB}; do
   case $l in

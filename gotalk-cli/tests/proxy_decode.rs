@@ -10,7 +10,11 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn conformance_dir() -> PathBuf {
-    // ../shared/conformance beside the repository (CI lays shared/ out the same way).
+    // ../shared/conformance beside the repository (CI lays shared/ out the same way), or
+    // where GOTALK_CONFORMANCE_DIR says, as for the gotalk crate's tests.
+    if let Ok(d) = std::env::var("GOTALK_CONFORMANCE_DIR") {
+        return PathBuf::from(d);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
 }
 

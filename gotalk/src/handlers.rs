@@ -6,7 +6,9 @@
 //! Handler kinds:
 //! - **JSON request handlers** ([`Handlers::handle`], [`Handlers::handle_with_sock`]): the payload
 //!   is decoded with serde into the input type and the output is encoded back. A payload that does
-//!   not decode is answered with ErrorResult `unexpected parameter type`, as the reference does.
+//!   not decode is answered with ErrorResult `unexpected parameter type`, as the reference does,
+//!   followed by serde's reason (`: missing field `name` at line 1 column 2`); the server logs
+//!   it at level `debug`.
 //! - **Buffer request handlers** ([`Handlers::handle_buffer`]): raw [`Bytes`] in and out.
 //! - **Stream request handlers** ([`Handlers::handle_stream`]): a [`StreamReceiver`] of request
 //!   parts in, a [`StreamSender`] of result parts out.
@@ -92,6 +94,19 @@ pub const UNEXPECTED_PARAMETER_TYPE: &str = "unexpected parameter type";
 /// assert!(handlers.find_request("greet").is_some());
 /// assert!(handlers.find_request("nope").is_none());
 /// ```
+///
+/// Registrations chain, and a chain goes straight to [`Config::handlers`](crate::Config::handlers)
+/// (which takes a copy); handlers that share state: [`Handlers::with_state`].
+///
+/// ```
+/// use gotalk::{Config, Handlers};
+///
+/// let config = Config::new().handlers(
+///     Handlers::new()
+///         .handle("add", |(a, b): (i64, i64)| async move { Ok(a + b) })
+///         .handle_buffer("echo", |_sock, _op, payload| async move { Ok(payload) }),
+/// );
+/// ```
 #[derive(Clone, Default)]
 pub struct Handlers {
     requests: HashMap<String, RequestHandler, NameHash>,
@@ -145,10 +160,71 @@ impl fmt::Debug for Handlers {
     }
 }
 
+/// Decodes a request's JSON input. A payload that does not decode is answered with the
+/// reference's text followed by what serde found (`unexpected parameter type: missing field
+/// `name` at line 1 column 2`), and logged at level `debug` with the input type.
+///
+/// The detail travels on the wire, not only in our client's error type, because the caller
+/// may be the reference's Go client or a page's gotalk.js, and the ErrorResult text is all
+/// they get. No conformance transcript pins this text, and it starts with the reference's, so
+/// a check by prefix still matches.
 pub(crate) fn decode_json<I: DeserializeOwned>(payload: &[u8]) -> Result<I, HandlerError> {
+    decode_request(None, payload)
+}
+
+/// [`decode_json`] for a request to `op`, which the log then names.
+fn decode_request<I: DeserializeOwned>(
+    op: Option<&str>,
+    payload: &[u8],
+) -> Result<I, HandlerError> {
+    json_input(payload).map_err(|detail| {
+        let input = std::any::type_name::<I>();
+        tracing::debug!(op, input, %detail, "request payload does not decode");
+        HandlerError::msg(format!("{UNEXPECTED_PARAMETER_TYPE}: {detail}"))
+    })
+}
+
+/// Longest explanation of a payload that does not decode: serde quotes the offending value,
+/// and a peer's 16 MiB string must not come back to it (or go to the log) whole.
+const MAX_DETAIL: usize = 300;
+
+/// Decodes a JSON payload, or says why it does not decode.
+fn json_input<I: DeserializeOwned>(payload: &[u8]) -> Result<I, String> {
     // An empty payload means "no parameters": let types that accept null (unit, Option) take it.
     let input = if payload.is_empty() { b"null" } else { payload };
-    serde_json::from_slice(input).map_err(|_| HandlerError::msg(UNEXPECTED_PARAMETER_TYPE))
+    serde_json::from_slice(input).map_err(|e| {
+        let detail = if payload.is_empty() {
+            // The position would be in our stand-in `null`, not in anything the peer sent.
+            let text = e.to_string();
+            let at = format!(" at line {} column {}", e.line(), e.column());
+            format!(
+                "the payload is empty ({})",
+                text.strip_suffix(&at).unwrap_or(&text)
+            )
+        } else {
+            e.to_string()
+        };
+        printable(&detail, MAX_DETAIL)
+    })
+}
+
+/// `text` cut after about `max` bytes (on a character boundary, marked with `…`), with control
+/// characters escaped: serde quotes unknown field names as the peer wrote them, and they must
+/// not start a fake line in a log or drive a terminal.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 3);
+    for c in text.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub(crate) fn encode_json<O: Serialize>(out: &O) -> Result<Bytes, HandlerError> {
@@ -172,10 +248,10 @@ impl Handlers {
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.handle_buffer(op, move |_sock, _op, payload| {
+        self.handle_buffer(op, move |_sock, op, payload| {
             let f = f.clone();
             async move {
-                let input = decode_json::<I>(&payload)?;
+                let input = decode_request::<I>(Some(op.as_str()), &payload)?;
                 encode_json(&f(input).await?)
             }
         })
@@ -191,10 +267,10 @@ impl Handlers {
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.handle_buffer(op, move |sock, _op, payload| {
+        self.handle_buffer(op, move |sock, op, payload| {
             let f = f.clone();
             async move {
-                let input = decode_json::<I>(&payload)?;
+                let input = decode_request::<I>(Some(op.as_str()), &payload)?;
                 encode_json(&f(sock, input).await?)
             }
         })
@@ -213,8 +289,9 @@ impl Handlers {
 
     /// Handles streaming operation `op`: read request parts from the [`StreamReceiver`], write
     /// result parts to the [`StreamSender`]. The result stream is ended when the handler returns
-    /// `Ok`; an `Err` is sent as an ErrorResult. Stream requests must also be enabled with
-    /// [`crate::Limits::stream_requests`].
+    /// `Ok`; an `Err` is sent as an ErrorResult. How many stream requests a peer may have in
+    /// progress at once, and how many bytes of their parts wait for handlers, is bounded by
+    /// [`crate::Limits::stream_requests`] (8 by default) and [`crate::Limits::stream_buffer`].
     pub fn handle_stream<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
     where
         F: Fn(Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
@@ -242,9 +319,11 @@ impl Handlers {
         F: Fn(&Sock, T) + Send + Sync + 'static,
     {
         self.handle_buffer_notification(name, move |sock, name, payload| {
-            match decode_json::<T>(&payload) {
+            match json_input::<T>(&payload) {
                 Ok(v) => f(sock, v),
-                Err(_) => tracing::warn!(name, "notification payload does not decode; dropped"),
+                Err(detail) => {
+                    tracing::warn!(name, %detail, "notification payload does not decode; dropped")
+                }
             }
         })
     }
@@ -325,6 +404,191 @@ impl Handlers {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         self
+    }
+}
+
+/// Lets a chain of registrations go straight to [`Config::handlers`](crate::Config::handlers):
+/// `Config::new().handlers(Handlers::new().handle(..).handle(..))`. The handlers are copied
+/// (a few `Arc`s each), so the `Handlers` can still be added to and used again.
+impl From<&mut Handlers> for Arc<Handlers> {
+    fn from(h: &mut Handlers) -> Arc<Handlers> {
+        Arc::new(h.clone())
+    }
+}
+
+/// A copy of the handlers, for [`Config::handlers`](crate::Config::handlers).
+impl From<&Handlers> for Arc<Handlers> {
+    fn from(h: &Handlers) -> Arc<Handlers> {
+        Arc::new(h.clone())
+    }
+}
+
+/// State shared by the handlers registered through [`Handlers::with_state`]: each call gets
+/// its own clone, taken apart with a pattern (`|State(db), key: String| ...`) as with axum's
+/// `State`. Wrap state that is not cheap to clone in an `Arc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State<S>(pub S);
+
+impl<S> std::ops::Deref for State<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S> std::ops::DerefMut for State<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.0
+    }
+}
+
+/// Registers handlers that are each given a clone of one state as their first argument
+/// ([`State`]); made by [`Handlers::with_state`]. Each method registers in the [`Handlers`]
+/// it came from, as the method of the same name there does.
+pub struct WithState<'a, S> {
+    handlers: &'a mut Handlers,
+    state: S,
+}
+
+impl<S> fmt::Debug for WithState<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithState")
+            .field("handlers", &self.handlers)
+            .field("state", &std::any::type_name::<S>())
+            .finish()
+    }
+}
+
+impl Handlers {
+    /// Registers handlers that share `state`: each handler registered through the returned
+    /// [`WithState`] gets a clone of it as a [`State`], so no clone has to be moved into each
+    /// closure by hand.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use gotalk::handlers::State;
+    /// use gotalk::{Config, Handlers};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter { total: AtomicU64 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let counter = Arc::new(Counter::default());
+    /// let config = Config::new().handlers(
+    ///     Handlers::new()
+    ///         .with_state(counter.clone())
+    ///         .handle("add", |State(c), n: u64| async move {
+    ///             Ok(c.total.fetch_add(n, Ordering::Relaxed) + n)
+    ///         })
+    ///         .handle_notification("reset", |State(c), (): ()| c.total.store(0, Ordering::Relaxed)),
+    /// );
+    /// let (server, client) = gotalk::pipe_with(&config, &Config::new()).await?;
+    /// assert_eq!(client.request::<_, u64>("add", &2).await?, 2);
+    /// assert_eq!(client.request::<_, u64>("add", &3).await?, 5);
+    /// assert_eq!(counter.total.load(Ordering::Relaxed), 5);
+    /// # server.close();
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state<S>(&mut self, state: S) -> WithState<'_, S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        WithState {
+            handlers: self,
+            state,
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> WithState<'_, S> {
+    /// Handles operation `op` with JSON input and output (see [`Handlers::handle`]).
+    pub fn handle<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(State<S>, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle(op, move |input| f(State(state.clone()), input));
+        self
+    }
+
+    /// Handles operation `op` with JSON input and output, given the calling [`Sock`] too (see
+    /// [`Handlers::handle_with_sock`]).
+    pub fn handle_with_sock<I, O, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(State<S>, Sock, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_with_sock(op, move |sock, input| f(State(state.clone()), sock, input));
+        self
+    }
+
+    /// Handles operation `op` with raw payloads (see [`Handlers::handle_buffer`]).
+    pub fn handle_buffer<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(State<S>, Sock, Name, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_buffer(op, move |sock, op, p| f(State(state.clone()), sock, op, p));
+        self
+    }
+
+    /// Handles streaming operation `op` (see [`Handlers::handle_stream`]).
+    pub fn handle_stream<F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        F: Fn(State<S>, Sock, Name, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers.handle_stream(op, move |sock, op, rx, tx| {
+            f(State(state.clone()), sock, op, rx, tx)
+        });
+        self
+    }
+
+    /// Handles notification `name` with a JSON payload (see [`Handlers::handle_notification`]).
+    pub fn handle_notification<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(State<S>, T) + Send + Sync + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_notification(name, move |v| f(State(state.clone()), v));
+        self
+    }
+
+    /// Handles notification `name` with a JSON payload, given the [`Sock`] too (see
+    /// [`Handlers::handle_notification_with_sock`]).
+    pub fn handle_notification_with_sock<T, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(State<S>, &Sock, T) + Send + Sync + 'static,
+    {
+        let state = self.state.clone();
+        self.handlers
+            .handle_notification_with_sock(name, move |sock, v| f(State(state.clone()), sock, v));
+        self
+    }
+}
+
+/// Lets a chain that starts with [`Handlers::with_state`] go straight to
+/// [`Config::handlers`](crate::Config::handlers) (a copy, as for `&mut Handlers`).
+impl<S> From<&mut WithState<'_, S>> for Arc<Handlers> {
+    fn from(w: &mut WithState<'_, S>) -> Arc<Handlers> {
+        Arc::new(w.handlers.clone())
     }
 }
 

@@ -5,6 +5,44 @@
 //! and reads result parts (`S`). A stream handler gets the mirror image: it reads request parts
 //! and writes result parts. An empty part means "end of stream" on the wire, so writing an empty
 //! buffer is a no-op; call [`StreamSender::end`] to end the stream.
+//!
+//! Streams are on by default and bounded: a peer may have [`crate::Limits::stream_requests`]
+//! (8) stream requests in progress on a connection (more are answered with a RetryResult), and
+//! the parts waiting for handlers to read them hold at most [`crate::Limits::stream_buffer`]
+//! (1 MiB) before the connection's reader waits; `stream_requests(0)` refuses them.
+//!
+//! ```
+//! use gotalk::{Config, Handlers};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> gotalk::Result<()> {
+//! // A handler that sums the numbers it is sent, one part each, and answers with one part.
+//! let mut handlers = Handlers::new();
+//! handlers.handle_stream("sum", |_sock, _op, mut parts, mut results| async move {
+//!     let mut sum = 0u64;
+//!     while let Some(part) = parts.recv().await? {
+//!         sum += std::str::from_utf8(&part)?.parse::<u64>()?;
+//!     }
+//!     results.write(sum.to_string()).await?;
+//!     Ok(())
+//! });
+//! let (sock, _server) =
+//!     gotalk::pipe_with(&Config::new(), &Config::new().handlers(handlers)).await?;
+//!
+//! let (mut parts, mut results) = sock.stream_request("sum").await?;
+//! for n in 1..=4 {
+//!     parts.write(n.to_string()).await?;
+//! }
+//! parts.end().await?;
+//! assert_eq!(results.collect().await?, b"10");
+//!
+//! // The handler's error ends the stream; the requestor reads it as an error.
+//! let (mut parts, mut results) = sock.stream_request("sum").await?;
+//! parts.write("one").await?;
+//! parts.end().await?;
+//! assert!(matches!(results.recv().await, Err(gotalk::Error::Remote(_))));
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +63,36 @@ impl Sock {
     /// (the first write sends the request itself) and end it with [`StreamSender::end`]; read
     /// result parts from the [`StreamReceiver`]. An ErrorResult or RetryResult arrives as an
     /// error from [`StreamReceiver::recv`].
+    ///
+    /// Writing and reading may go on at the same time (from two tasks, say): the peer's
+    /// handler may answer each part as it comes.
+    ///
+    /// ```
+    /// use gotalk::{Config, Handlers};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let mut handlers = Handlers::new();
+    /// handlers.handle_stream("upper", |_sock, _op, mut parts, mut results| async move {
+    ///     while let Some(part) = parts.recv().await? {
+    ///         results.write(part.to_ascii_uppercase()).await?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let server = Config::new().handlers(handlers);
+    /// let (sock, _server) = gotalk::pipe_with(&Config::new(), &server).await?;
+    ///
+    /// let (mut parts, mut results) = sock.stream_request("upper").await?;
+    /// parts.write("hello ").await?;
+    /// parts.write("world").await?;
+    /// parts.end().await?;
+    /// let mut got = Vec::new();
+    /// while let Some(part) = results.recv().await? {
+    ///     got.push(part);
+    /// }
+    /// assert_eq!(got, ["HELLO ", "WORLD"]);
+    /// # Ok(()) }
+    /// ```
     pub async fn stream_request(&self, op: &str) -> Result<(StreamSender, StreamReceiver)> {
         let op = Name::new(op)?;
         let (tx, rx) = parts::channel();

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gotalk::handlers::State;
 use gotalk::{Config, Error, HandlerError, Handlers, Limits, Server, Sock};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,13 @@ struct GreetIn {
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct GreetOut {
     greeting: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Fast,
+    Slow,
 }
 
 fn handlers() -> Handlers {
@@ -30,6 +38,7 @@ fn handlers() -> Handlers {
         Ok(Bytes::from(p.len().to_string()))
     });
     h.handle("nothing", |_: ()| async move { Ok(()) });
+    h.handle("mode", |m: Mode| async move { Ok(m) });
     h.handle_buffer("fail", |_s, _op, _p| async move {
         Err(HandlerError::msg("it failed"))
     });
@@ -96,13 +105,200 @@ async fn json_and_binary_payloads() {
         let out = s.buffer_request("echo", payload.clone()).await.unwrap();
         assert_eq!(out, payload);
     }
-    // JSON that does not decode into the handler's input type.
-    let e = s.buffer_request("greet", "[1,2]").await.unwrap_err();
+    s.close();
+}
+
+/// A payload that does not decode is refused with the reference's text and, after it, what is
+/// wrong with it; the server logs the same at level `debug`. The connection stays usable.
+#[tokio::test]
+async fn a_payload_that_does_not_decode_says_why() {
+    let log = Log::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish(),
+    );
+    let server = server().await;
+    let s = client(&server, Handlers::new()).await;
+    let long = format!("\"{}\"", "x".repeat(100_000));
+    let cases: [(&str, &[u8], &str); 6] = [
+        (
+            "greet",
+            br#"{"nom":"Ada"}"#,
+            "missing field `name` at line 1 column 13",
+        ),
+        (
+            "greet",
+            br#"{"name":5}"#,
+            "invalid type: integer `5`, expected a string at line 1 column 9",
+        ),
+        (
+            "greet",
+            b"5",
+            "invalid type: integer `5`, expected struct GreetIn at line 1 column 1",
+        ),
+        (
+            "greet",
+            b"",
+            "the payload is empty (invalid type: null, expected struct GreetIn)",
+        ),
+        (
+            "greet",
+            b"{\"name\"",
+            "EOF while parsing an object at line 1 column 7",
+        ),
+        // serde quotes an unknown variant as the peer wrote it: its control characters are
+        // escaped.
+        (
+            "mode",
+            br#""\u001b[2J""#,
+            "unknown variant `\\u{1b}[2J`, expected `fast` or `slow` at line 1 column 11",
+        ),
+    ];
+    for (op, payload, detail) in cases {
+        let e = s.buffer_request(op, payload.to_vec()).await.unwrap_err();
+        let want = format!("unexpected parameter type: {detail}");
+        assert!(
+            matches!(&e, Error::Remote(m) if *m == want),
+            "{e:?}, want {want:?}"
+        );
+    }
+    // What serde quotes of the payload is cut short rather than sent back whole.
+    let e = s.buffer_request("notify-back", long).await.unwrap_err();
+    let Error::Remote(m) = &e else {
+        panic!("{e:?}")
+    };
     assert!(
-        matches!(&e, Error::Remote(m) if m == "unexpected parameter type"),
-        "{e}"
+        m.starts_with("unexpected parameter type: invalid type: string \"xxx"),
+        "{m}"
+    );
+    assert!(
+        m.ends_with("xxx…") && m.len() < 400,
+        "{} bytes: {m}",
+        m.len()
+    );
+    assert_eq!(
+        &s.buffer_request("echo", "still here").await.unwrap()[..],
+        b"still here"
+    );
+
+    let logged = log.text();
+    assert!(
+        logged.contains("request payload does not decode")
+            && logged.contains("op=\"greet\"")
+            && logged.contains("missing field `name` at line 1 column 13"),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains('\x1b'),
+        "an escape sequence reached the log: {logged}"
     );
     s.close();
+}
+
+/// A chain of registrations goes straight to `Config::handlers`, and the handlers registered
+/// through `with_state` (every kind) share one state without a clone moved into each closure.
+#[tokio::test]
+async fn a_chain_of_handlers_sharing_one_state() {
+    #[derive(Default)]
+    struct Board {
+        notes: Mutex<Vec<String>>,
+        seen: AtomicUsize,
+    }
+    let board = Arc::new(Board::default());
+    let config = Config::new().handlers(
+        Handlers::new()
+            .handle_buffer("echo", |_s, _op, p| async move { Ok(p) })
+            .with_state(board.clone())
+            .handle("post", |State(b), note: String| async move {
+                let mut notes = b.notes.lock().unwrap();
+                notes.push(note);
+                Ok(notes.len())
+            })
+            .handle_with_sock("list", |State(b), sock: Sock, (): ()| async move {
+                let notes = b.notes.lock().unwrap().clone();
+                Ok((notes, sock.requests_in_progress()))
+            })
+            .handle_buffer("raw", |State(b), _sock, op, p| async move {
+                let n = b.notes.lock().unwrap().len();
+                Ok(Bytes::from(format!("{op}: {n} notes, {} bytes", p.len())))
+            })
+            .handle_stream(
+                "post-many",
+                |State(b), _sock, _op, mut rx, mut tx| async move {
+                    while let Some(p) = rx.recv().await? {
+                        b.notes
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&p).into_owned());
+                    }
+                    let n = b.notes.lock().unwrap().len();
+                    tx.write(n.to_string()).await?;
+                    Ok(())
+                },
+            )
+            .handle_notification("seen", |State(b), n: usize| {
+                b.seen.fetch_add(n, Ordering::SeqCst);
+            })
+            .handle_notification_with_sock("seen-by", |State(b), sock: &Sock, n: usize| {
+                if sock.peer_addr().is_some() {
+                    b.seen.fetch_add(n * 100, Ordering::SeqCst);
+                }
+            }),
+    );
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let s = client(&server, Handlers::new()).await;
+
+    assert_eq!(s.request::<_, usize>("post", "milk").await.unwrap(), 1);
+    let (mut tx, mut rx) = s.stream_request("post-many").await.unwrap();
+    tx.write("eggs").await.unwrap();
+    tx.write("bread").await.unwrap();
+    tx.end().await.unwrap();
+    assert_eq!(rx.collect().await.unwrap(), b"3");
+    let (notes, in_progress): (Vec<String>, u32) = s.request("list", &()).await.unwrap();
+    assert_eq!(
+        (notes, in_progress),
+        (vec!["milk".into(), "eggs".into(), "bread".into()], 1)
+    );
+    let raw = s.buffer_request("raw", "abc").await.unwrap();
+    assert_eq!(&raw[..], b"raw: 3 notes, 3 bytes");
+    s.notify("seen", &2).await.unwrap();
+    s.notify("seen-by", &3).await.unwrap();
+    // Notifications are handled in order, before the request that follows them.
+    assert_eq!(&s.buffer_request("echo", "x").await.unwrap()[..], b"x");
+    assert_eq!(board.seen.load(Ordering::SeqCst), 302);
+    s.close();
+}
+
+/// Collects what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
 }
 
 #[tokio::test]

@@ -420,7 +420,7 @@ async fn requests_written_by_hand_against_the_generated_server() {
         // JSON that does not decode is refused as a hand-written handler refuses it.
         let e = sock.buffer_request("greet", "not json").await.unwrap_err();
         assert!(
-            matches!(&e, Error::Remote(m) if m == "unexpected parameter type"),
+            matches!(&e, Error::Remote(m) if m == "unexpected parameter type: expected ident at line 1 column 2"),
             "{e:?}"
         );
         let me: String = sock.request("whoami", &()).await.unwrap();

@@ -4,16 +4,18 @@
 # and the demo (`gotalk serve`).
 # Installs what it needs: Debian's chromium when /usr/bin/chromium is missing, npm packages.
 # rooms.test.js starts its own redis-server (scripts/test installs Debian's package).
+# The servers come from the suite's shared release build (scripts/lib.sh), in the target
+# directory cargo reports.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+. scripts/lib.sh
 
 result() { echo "RESULT passed=$1 failed=$2"; exit "$3"; }
 
 if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
   echo "installing chromium (apt-get)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/tmp/gotalk-apt-chromium.log 2>&1; then
+  if ! apt_install chromium >/tmp/gotalk-apt-chromium.log 2>&1; then
     tail -20 /tmp/gotalk-apt-chromium.log
     echo "could not install chromium"; result 0 1 1
   fi
@@ -29,17 +31,18 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 cd "$ROOT"
-echo "building the test servers"
-if ! cargo build --release -q -p gotalk --features redis --example websocket-test-server --example websocket-chat \
-    --example websocket-minimal --example typed-web || ! cargo build --release -q -p gotalk-cli --bin gotalk; then
+echo "building the test servers (the shared release build)"
+if ! release_build -q; then
   echo "cargo build failed"; result 0 1 1
 fi
+GOTALK_TARGET_DIR=$(target_dir) || result 0 1 1
+export GOTALK_TARGET_DIR
 
 # typed-web --check drives its own page in headless Chromium (so it runs here, after the
 # install above, rather than with the other examples).
 self_checks_passed=0
 self_checks_failed=0
-if timeout 90 "$ROOT/target/release/examples/typed-web" --check; then
+if timeout 90 "$GOTALK_TARGET_DIR/release/examples/typed-web" --check; then
   echo "example typed-web --check ... ok"; self_checks_passed=1
 else
   echo "example typed-web --check ... FAILED"; self_checks_failed=1

@@ -2,16 +2,31 @@
 // Shared by the browser end-to-end tests: start a Rust server (an example binary, or the
 // `gotalk serve` demo, built by scripts/test.d/browser.sh), launch headless Chromium with a
 // fresh profile, open pages.
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BIN_DIR = process.env.GOTALK_E2E_BIN_DIR || path.join(TARGET, 'release', 'examples');
-const GOTALK_BIN = process.env.GOTALK_BIN || path.join(TARGET, 'release', 'gotalk');
+const BUILD = 'cargo build --release --workspace --bins --examples --benches (as scripts/test.d/browser.sh does)';
+
+/**
+ * Where cargo puts what it builds: GOTALK_TARGET_DIR when scripts/test exported it, else what
+ * `cargo metadata` reports (CARGO_TARGET_DIR, build.target-dir in a config file, or ./target).
+ */
+function targetDir() {
+  if (process.env.GOTALK_TARGET_DIR) return process.env.GOTALK_TARGET_DIR;
+  const meta = execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], {
+    cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20,
+  });
+  return JSON.parse(meta).target_directory;
+}
+
+let target;
+const releaseDir = () => path.join(target ??= targetDir(), 'release');
+const binDir = () => process.env.GOTALK_E2E_BIN_DIR || path.join(releaseDir(), 'examples');
+const gotalkBin = () => process.env.GOTALK_BIN || path.join(releaseDir(), 'gotalk');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -23,10 +38,8 @@ const CHROMIUM_ARGS = [
  * ("http://127.0.0.1:PORT/"). Returns {url, port, proc, stop()}.
  */
 function startServer(name, args = ['--addr', '127.0.0.1:0']) {
-  const bin = path.join(BIN_DIR, name);
-  if (!fs.existsSync(bin)) {
-    throw new Error(`${bin} is missing: cargo build --release -p gotalk --example ${name}`);
-  }
+  const bin = path.join(binDir(), name);
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: ${BUILD}`);
   return startProcess(name, bin, args);
 }
 
@@ -35,10 +48,9 @@ function startServer(name, args = ['--addr', '127.0.0.1:0']) {
  * startServer. Its log (stderr) so far is in `log()`.
  */
 function startDemo(args = ['--http', '127.0.0.1:0', '--tcp', 'off']) {
-  if (!fs.existsSync(GOTALK_BIN)) {
-    throw new Error(`${GOTALK_BIN} is missing: cargo build --release -p gotalk-cli --bin gotalk`);
-  }
-  return startProcess('gotalk serve', GOTALK_BIN, ['serve', ...args]);
+  const bin = gotalkBin();
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: ${BUILD}`);
+  return startProcess('gotalk serve', bin, ['serve', ...args]);
 }
 
 function startProcess(name, bin, args) {

@@ -143,6 +143,21 @@ pub(super) struct Inner {
 /// of requests may be in flight at once. The connection stays open until [`Sock::close`] is
 /// called, the peer closes it, or an error ends it; then every request still waiting fails with
 /// [`Error::Closed`].
+///
+/// Its methods, by family (each has an example):
+/// - **requests**: [`request`](Sock::request) (JSON), [`buffer_request`](Sock::buffer_request)
+///   (bytes), [`stream_request`](Sock::stream_request) (parts both ways);
+/// - **notifications**: [`notify`](Sock::notify), [`buffer_notify`](Sock::buffer_notify), and
+///   for one notification to many connections [`try_notify`](Sock::try_notify);
+/// - **the connection's end**: [`close`](Sock::close), [`closing`](Sock::closing),
+///   [`closed`](Sock::closed), [`close_reason`](Sock::close_reason);
+/// - **what belongs to it**: [`insert_data`](Sock::insert_data) / [`data`](Sock::data),
+///   [`peer_addr`](Sock::peer_addr), [`limits`](Sock::limits), heartbeats and load
+///   ([`peer_load`](Sock::peer_load), [`set_heartbeat_load`](Sock::set_heartbeat_load)).
+///
+/// A `Sock` comes from [`connect`](crate::connect), from a [`Server`](crate::Server) (the
+/// handlers of each accepted connection get it), from [`pipe`](crate::pipe) (two ends in
+/// memory, as in the examples here) or from [`Sock::adopt`].
 #[derive(Clone)]
 pub struct Sock {
     pub(super) inner: Arc<Inner>,
@@ -160,7 +175,27 @@ impl fmt::Debug for Sock {
 impl Sock {
     // ---- requests -------------------------------------------------------------------------
 
-    /// Sends notification `name` with `value` encoded as JSON.
+    /// Sends notification `name` with `value` encoded as JSON. Returns once it is queued: a
+    /// notification has no answer, and the peer drops one it has no handler for.
+    ///
+    /// ```
+    /// use gotalk::{Config, Handlers};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let (said, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    /// let mut handlers = Handlers::new();
+    /// handlers.handle_notification("chat", move |text: String| {
+    ///     let _ = said.send(text);
+    /// });
+    /// let (sock, _peer) =
+    ///     gotalk::pipe_with(&Config::new(), &Config::new().handlers(handlers)).await?;
+    ///
+    /// sock.notify("chat", "hello").await?;
+    /// sock.notify("nobody-listens", &42).await?; // dropped by the peer
+    /// assert_eq!(heard.recv().await.as_deref(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub async fn notify<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         self.buffer_notify(name, serde_json::to_vec(value)?).await
     }
@@ -271,7 +306,23 @@ impl Sock {
     // ---- state ----------------------------------------------------------------------------
 
     /// Closes the connection: messages already queued are still written, every request still
-    /// waiting fails with [`Error::Closed`]. Closing twice is a no-op.
+    /// waiting fails with [`Error::Closed`]. Closing twice is a no-op. Returns at once; wait
+    /// with [`Sock::closed`] for the end.
+    ///
+    /// ```
+    /// use gotalk::CloseReason;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let (sock, peer) = gotalk::pipe().await?;
+    /// sock.close();
+    /// assert_eq!(sock.closed().await, CloseReason::Local);
+    /// assert_eq!(peer.closed().await, CloseReason::PeerClosed);
+    /// // Whatever is sent afterwards fails, and says why.
+    /// let e = sock.buffer_request("echo", "hi").await.unwrap_err();
+    /// assert_eq!(e.close_reason(), Some(&CloseReason::Local));
+    /// # Ok(()) }
+    /// ```
     pub fn close(&self) {
         self.shutdown(CloseReason::Local, None);
     }
@@ -297,7 +348,25 @@ impl Sock {
     }
 
     /// Waits until the connection is closed and everything queued has been written (or the
-    /// write failed), then returns why it closed.
+    /// write failed), then returns why it closed. A task that serves one connection can end
+    /// with it:
+    ///
+    /// ```
+    /// use gotalk::CloseReason;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let (sock, peer) = gotalk::pipe().await?;
+    /// let watcher = tokio::spawn(async move {
+    ///     match sock.closed().await {
+    ///         CloseReason::PeerClosed => "the peer hung up".to_owned(),
+    ///         other => format!("closed: {other}"),
+    ///     }
+    /// });
+    /// peer.close();
+    /// assert_eq!(watcher.await.unwrap(), "the peer hung up");
+    /// # Ok(()) }
+    /// ```
     pub async fn closed(&self) -> CloseReason {
         let mut rx = self.inner.closing.subscribe();
         let _ = rx.wait_for(|c| c.is_some()).await;

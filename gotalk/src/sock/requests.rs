@@ -19,7 +19,30 @@ use crate::notification::check_payload_len;
 use crate::pending::{Reply, Waiter};
 
 impl Sock {
-    /// Sends request `op` with `input` encoded as JSON and decodes the JSON result.
+    /// Sends request `op` with `input` encoded as JSON and decodes the JSON result. The peer's
+    /// ErrorResult is [`Error::Remote`] with its text; a RetryResult is retried as
+    /// [`Sock::buffer_request`] says.
+    ///
+    /// ```
+    /// use gotalk::{Config, Error, Handlers};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Sum { a: i64, b: i64 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> gotalk::Result<()> {
+    /// let server = Config::new()
+    ///     .handlers(Handlers::new().handle("sum", |s: Sum| async move { Ok(s.a + s.b) }));
+    /// let (sock, _server) = gotalk::pipe_with(&Config::new(), &server).await?;
+    ///
+    /// let n: i64 = sock.request("sum", &Sum { a: 2, b: 3 }).await?;
+    /// assert_eq!(n, 5);
+    /// // Input the handler cannot decode: the peer says what is wrong with it.
+    /// let e = sock.request::<_, i64>("sum", &serde_json::json!({ "a": 2 })).await.unwrap_err();
+    /// assert!(matches!(e, Error::Remote(text) if text.ends_with("missing field `b` at line 1 column 7")));
+    /// # Ok(()) }
+    /// ```
     pub async fn request<I, O>(&self, op: &str, input: &I) -> Result<O>
     where
         I: Serialize + ?Sized,
