@@ -270,7 +270,10 @@ impl Reader {
             } => self.start_stream(id, op, payload, handler).await,
             Action::Part { id, to, part, last } => {
                 let part = match part {
-                    Ok(payload) => sock.inner.stream_budget.part(payload).await,
+                    Ok(payload) => match budgeted(sock, payload).await {
+                        Some(part) => part,
+                        None => return Err(Stop::Closing),
+                    },
                     Err(e) => Part::free(Err(e)),
                 };
                 if to.send(part).is_err() && !last {
@@ -283,7 +286,9 @@ impl Reader {
                 match target {
                     StreamResultTarget::Stream(tx) => {
                         // An empty part is the end marker for the receiver.
-                        let _ = tx.send(sock.inner.stream_budget.part(payload).await);
+                        if let Some(part) = budgeted(sock, payload).await {
+                            let _ = tx.send(part);
+                        }
                     }
                     StreamResultTarget::NotStream => {
                         // `S` for a single-result request (if it is one of ours).
@@ -363,7 +368,9 @@ impl Reader {
             Reply::Result(b) => {
                 // A single result to a stream request: one part, then the end.
                 if !b.is_empty() {
-                    let _ = tx.send(self.sock.inner.stream_budget.part(b).await);
+                    if let Some(part) = budgeted(&self.sock, b).await {
+                        let _ = tx.send(part);
+                    }
                 }
                 Ok(Bytes::new())
             }
@@ -450,7 +457,9 @@ impl Reader {
         let sock = self.sock.clone();
         let (tx, rx) = parts::channel();
         if !payload.is_empty() {
-            let _ = tx.send(sock.inner.stream_budget.part(payload).await);
+            if let Some(part) = budgeted(&sock, payload).await {
+                let _ = tx.send(part);
+            }
         }
         self.streams.open(id, tx);
         let input = StreamReceiver::new(rx, sock.clone());
@@ -479,6 +488,17 @@ impl Reader {
 
 /// Empties a vector the reader reuses after each read, keeping a few places (enough for the
 /// one message a quiet connection gets at a time) but no large buffer.
+/// `payload` with its share of the connection's stream budget, waiting for room; `None` once
+/// the connection is closing. The reader must not stay behind a handler that never reads its
+/// parts: whoever notices the close first (the writer, a timeout, the user) frees it.
+async fn budgeted(sock: &Sock, payload: Bytes) -> Option<Part> {
+    tokio::select! {
+        biased;
+        part = sock.inner.stream_budget.part(payload) => Some(part),
+        _ = sock.closing() => None,
+    }
+}
+
 fn recycle<T>(v: &mut Vec<T>) {
     v.clear();
     if v.capacity() > 4 {

@@ -226,6 +226,9 @@ pub struct ServerSpec {
     pub write_timeout_ms: Option<u64>,
     pub write_buffer: Option<usize>,
     pub stream_idle_timeout_ms: Option<u64>,
+    /// The server's heartbeat interval; `None` sends none (most tests read raw messages and
+    /// want none), `Some(0)` keeps [`Config`]'s default.
+    pub heartbeat_ms: Option<u64>,
     /// Address to bind in the child (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0/gotalk/`.
     pub bind: Option<String>,
     /// [`ServerOptions`] fields; `None` keeps the default.
@@ -267,6 +270,7 @@ impl ServerSpec {
             "GT_STREAM_IDLE_MS",
             self.stream_idle_timeout_ms.map(|x| x.to_string()),
         );
+        put("GT_HEARTBEAT_MS", self.heartbeat_ms.map(|x| x.to_string()));
         put("GT_BIND", self.bind.clone());
         put(
             "GT_MAX_CONNECTIONS",
@@ -299,6 +303,7 @@ impl ServerSpec {
             write_timeout_ms: get("GT_WRITE_TIMEOUT_MS"),
             write_buffer: get("GT_WRITE_BUFFER"),
             stream_idle_timeout_ms: get("GT_STREAM_IDLE_MS"),
+            heartbeat_ms: get("GT_HEARTBEAT_MS"),
             bind: get("GT_BIND"),
             max_connections: get("GT_MAX_CONNECTIONS"),
             max_connections_per_address: get("GT_MAX_CONNECTIONS_PER_ADDRESS"),
@@ -404,7 +409,9 @@ pub fn handlers(server: std::sync::Arc<std::sync::OnceLock<Server>>) -> Handlers
         output.end().await?;
         Ok(())
     });
-    h.handle_stream("stall", |sock, _op, _input, _output| async move {
+    h.handle_stream("stall", |sock, _op, input, output| async move {
+        // Holds its input (unread parts keep their share of the budget) and its output.
+        let _held = (input, output);
         sock.closing().await;
         Ok(())
     });
@@ -461,10 +468,15 @@ pub fn child_main() {
     rt.block_on(async {
         let spec = ServerSpec::from_env();
         let cell = std::sync::Arc::new(std::sync::OnceLock::new());
+        let heartbeat = match spec.heartbeat_ms {
+            None => None,
+            Some(0) => Some(Config::DEFAULT_HEARTBEAT_INTERVAL),
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
         let config = Config::new()
             .handlers(handlers(cell.clone()))
             .limits(spec.limits())
-            .heartbeat_interval(None);
+            .heartbeat_interval(heartbeat);
         let bind = std::env::var("GT_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
         let server = Server::bind_with(&bind, config, spec.options())
             .await
