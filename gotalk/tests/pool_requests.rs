@@ -206,6 +206,52 @@ async fn a_retry_result_moves_the_request_and_only_that_responder_waits() {
     only_busy.close();
 }
 
+/// A refused request was not run: without a deadline it keeps moving (and waiting when every
+/// responder asked to) for `connect_timeout` from the first refusal, whatever `max_attempts`
+/// says, and only then fails with the wait asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_do_not_use_up_the_attempts() {
+    const WAIT: Duration = Duration::from_millis(20);
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let mut h = Handlers::new();
+    h.handle_buffer("work", move |_s, _op, p| {
+        let n = t.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if n < 6 || &p[..] == b"never" {
+                Err(HandlerError::retry(WAIT, "busy"))
+            } else {
+                Ok(p)
+            }
+        }
+    });
+    let server = Server::bind("127.0.0.1:0", Config::new().handlers(h))
+        .await
+        .unwrap();
+    let options = PoolOptions::new()
+        .max_attempts(2)
+        .connect_timeout(Duration::from_millis(400));
+    let pool = Pool::open([addr(&server)], Config::new(), options).unwrap();
+    until("up", || pool.stats()[0].up).await;
+    let out = within("refused six times", pool.buffer_request("work", "done"))
+        .await
+        .unwrap();
+    assert_eq!(&out[..], b"done");
+    assert_eq!(tries.load(Ordering::Relaxed), 7);
+
+    let t0 = Instant::now();
+    let e = within("refused for good", pool.buffer_request("work", "never"))
+        .await
+        .unwrap_err();
+    assert!(e.retry_after().is_some(), "{e:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    pool.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keepalive_connection_waits_out_a_retry_result() {
     const WAIT: Duration = Duration::from_millis(100);

@@ -55,9 +55,9 @@
 //! 5. **Anything else** — a result, an ErrorResult ([`Error::Remote`](crate::Error::Remote)),
 //!    a payload over the limit — is the answer, returned as is.
 //!
-//! Repeats are bounded by [`PoolOptions::max_attempts`], and so are moves of a request
-//! without a deadline. Nothing is lost silently: every request ends in its result or an
-//! error.
+//! Repeats are bounded by [`PoolOptions::max_attempts`]; moves after RetryResults by the
+//! request's deadline (without one, by [`PoolOptions::connect_timeout`] from the first
+//! refusal). Nothing is lost silently: every request ends in its result or an error.
 //!
 //! **Order.** Requests sent one after the other from one task reach their responders in that
 //! order, but two of them may go to different responders and run concurrently; a moved or

@@ -182,9 +182,10 @@ impl PoolOptions {
     }
 
     /// Most times one request is sent (the first attempt included) before its last error is
-    /// returned. Repeats after a lost connection count; moves after a RetryResult count only
-    /// for a request without a deadline (with one, a request that was refused, and so not
-    /// run, moves on for as long as its deadline allows).
+    /// returned. Repeats after a lost connection count; moves after a RetryResult do not: a
+    /// request that was refused, and so not run, moves on for as long as its deadline allows
+    /// (without one, for [`connect_timeout`](PoolOptions::connect_timeout) from the first
+    /// refusal), waiting whenever every responder asked to.
     pub fn max_attempts(mut self, n: u32) -> PoolOptions {
         self.max_attempts = n.max(1);
         self

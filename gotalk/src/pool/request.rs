@@ -130,8 +130,12 @@ async fn attempts(
     mut first: Option<(Checkout, Error)>,
 ) -> Result<Bytes> {
     let deadline = deadline(policy);
+    // Attempts that ended with the connection lost (the only ones that may have run).
     let mut tries = 0;
     let mut lost = None;
+    // When the first RetryResult came, for a request without a deadline: refused requests
+    // move on for `policy.wait_limit` from then, however many times.
+    let mut refused_since: Option<u64> = None;
     loop {
         let (c, res) = match first.take() {
             Some((c, e)) => (c, Err(e)),
@@ -144,15 +148,17 @@ async fn attempts(
                 (c, res)
             }
         };
-        tries += 1;
         match res {
             Err(Error::Retry { wait, message }) => {
                 // Honoured for this responder only; the request moves on at once. It was not
-                // run, so it may move for as long as its deadline allows (without one, up to
-                // `max_attempts`).
+                // run, so it may move for as long as its deadline allows (without one, for
+                // `wait_limit` from the first refusal), and it does not count as an attempt.
                 c.refused(wait);
-                if deadline.is_none() && tries >= policy.max_attempts {
-                    return Err(Error::Retry { wait, message });
+                if deadline.is_none() {
+                    let since = *refused_since.get_or_insert_with(now_ms);
+                    if now_ms().saturating_sub(since) >= policy.wait_limit.as_millis() as u64 {
+                        return Err(Error::Retry { wait, message });
+                    }
                 }
                 tracing::debug!(op, to = %c.label(), ?wait, "RetryResult: moving the request");
             }
@@ -160,6 +166,7 @@ async fn attempts(
                 // Out of the choice now, not only once its link hears of it: a repeat must not
                 // find the same dead connection.
                 c.lost();
+                tries += 1;
                 if !policy.repeat || tries >= policy.max_attempts {
                     return Err(e);
                 }
