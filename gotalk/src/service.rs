@@ -120,8 +120,9 @@ use crate::sock::Sock;
 use crate::stream::{StreamReceiver, StreamSender};
 
 /// What a generated client sends its calls through: the raw, untyped operations of a
-/// connection. [`Sock`] implements it; so do references and `Arc`s of any `Caller`, and a
-/// connection pool can too.
+/// connection. [`Sock`] implements it; so do [`Pool`](crate::pool::Pool) and
+/// [`KeepAlive`](crate::pool::KeepAlive) (calls spread over responders, or kept across
+/// reconnects), and references and `Arc`s of any `Caller`.
 pub trait Caller: Send + Sync {
     /// Sends request `op` with `payload` and returns the result payload (see
     /// [`Sock::buffer_request`]).

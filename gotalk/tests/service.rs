@@ -446,3 +446,77 @@ async fn requests_written_by_hand_against_the_generated_server() {
     sock.close();
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The generated client over a `Pool` of two servers (calls spread over both, streams and
+/// notifications included) and over a `KeepAlive` that outlives its server's restart.
+#[tokio::test]
+async fn the_generated_client_over_a_pool_and_a_keepalive() {
+    use gotalk::pool::{KeepAlive, Pool, PoolOptions};
+    let (a, mut logged_a) = calc_server().await;
+    let (b, mut logged_b) = calc_server().await;
+    let addrs = [a.local_addr().to_string(), b.local_addr().to_string()];
+    let config = Config::new().limits(streams_on());
+    let pool = Pool::open(addrs.clone(), config.clone(), PoolOptions::new()).unwrap();
+    let calc = CalcClient::new(&pool);
+    within(async {
+        for i in 0..40 {
+            let out = calc
+                .greet(GreetIn {
+                    name: format!("n{i}"),
+                })
+                .await
+                .unwrap();
+            assert_eq!(out.greeting, format!("Hello n{i}"));
+        }
+        match calc.divide(Divide { a: 1.0, b: 0.0 }).await {
+            Err(CallError::Service(MathError::DivideByZero)) => {}
+            other => panic!("{other:?}"),
+        }
+        let counted = calc.count(3).await.unwrap().into_vec().await.unwrap();
+        assert_eq!(counted, [1, 2, 3]);
+        assert_eq!(calc.sum(vec![1.0, 2.5].into()).await.unwrap(), 3.5);
+        for i in 0..10 {
+            calc.log(format!("line {i}")).await.unwrap();
+        }
+        let mut got = 0;
+        while got < 10 {
+            tokio::select! {
+                Some(_) = logged_a.recv() => got += 1,
+                Some(_) = logged_b.recv() => got += 1,
+            }
+        }
+    })
+    .await;
+    let served: Vec<u64> = pool.stats().iter().map(|s| s.requests).collect();
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "both responders used: {served:?}"
+    );
+    pool.close();
+
+    // A keep-alive connection: the same client before and after its server restarts.
+    let addr = addrs[0].clone();
+    // `greet` may run twice: a call that finds the old connection closed is sent again.
+    let options = PoolOptions::new().safe_to_repeat(["greet"]);
+    let conn = KeepAlive::open(&addr, config, options).unwrap();
+    conn.connected(Duration::from_secs(10)).await.unwrap();
+    let calc = CalcClient::new(&conn);
+    let greet = |n: &str| GreetIn { name: n.into() };
+    assert_eq!(
+        within(calc.greet(greet("x"))).await.unwrap().greeting,
+        "Hello x"
+    );
+    a.shutdown(Duration::from_secs(1)).await;
+    let mut handlers = Handlers::new();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    handlers.service(CalcServer::new(CalcImpl { logged: tx }));
+    let again = Server::bind(&addr, Config::new().handlers(handlers).limits(streams_on()))
+        .await
+        .unwrap();
+    let out = within(calc.greet(greet("y"))).await.unwrap();
+    assert_eq!(out.greeting, "Hello y");
+    assert!(conn.connects() >= 2, "reconnected: {}", conn.connects());
+    conn.close();
+    again.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}

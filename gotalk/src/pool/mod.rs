@@ -105,6 +105,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::stream::{StreamReceiver, StreamSender};
 
+mod caller;
 mod choose;
 mod keepalive;
 mod options;
